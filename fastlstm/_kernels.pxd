@@ -1,0 +1,27 @@
+# The C-level surface of fastlstm._kernels: sequence kernels on raw pointers and sizes,
+# `noexcept nogil`, float32 and float64 through the `floating` fused type. The layouts they read
+# (packed weights, padded state buffers) are described in src/_kernels.pyx; fastlstm/model.py is
+# their one Python caller and shows how to build every argument.
+
+ctypedef fused floating:
+    float
+    double
+
+cdef int lstm_forward(
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+    const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
+    const floating *w_ih, const floating *w_hh, const floating *bias,
+    floating *gates, Py_ssize_t chunk,
+    floating *h_state, floating *c_state, floating *tc_state,
+    floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+    int num_threads) noexcept nogil
+
+cdef int lstm_backward(
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+    const floating *gates, const floating *c_state, const floating *tc_state,
+    const floating *h_state, const floating *xpad,
+    const floating *w_ih_t, const floating *w_hh_t,
+    const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
+    floating *dh, floating *dc, floating *dgates,
+    floating *dx, floating *dw_ih, floating *dw_hh, floating *db,
+    int num_threads) noexcept nogil

@@ -1,0 +1,88 @@
+"""Weights rearranged, once, into the layouts the kernels read (see src/_kernels.pyx).
+
+PyTorch stores weight_ih as (4H, I) with the gate blocks i, f, g, o one after another. The kernels
+want the four gates of a block of NR hidden units side by side (so the thread that owns a block has
+everything it needs), transposed, split into NR-wide panels and zero-padded. `pack` builds that
+from the user's arrays without touching them; every repack makes new arrays, so a backward pass
+still holding an older pack stays correct.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+PANEL = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+
+
+def round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def gate_order(hidden_size, panel):
+    """For each interleaved gate column, the PyTorch row it comes from (-1 for padding)."""
+    Hp = round_up(hidden_size, panel)
+    n = np.arange(4 * Hp)
+    unit = (n // (4 * panel)) * panel + n % panel
+    gate = (n // panel) % 4
+    return np.where(unit < hidden_size, gate * hidden_size + unit, -1)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The packed weights of one layer and direction, for one dtype."""
+
+    input_size: int
+    hidden_size: int
+    w_ih: np.ndarray  # forward, (4Hp/NR, I, NR): panels of W_ih^T
+    w_hh: np.ndarray  # forward, (4Hp/NR, H, NR): panels of W_hh^T
+    bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
+    w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): panels of W_ih, rows interleaved
+    w_hh_t: np.ndarray  # backward, (Hp/NR, 4Hp, NR): panels of W_hh, rows interleaved
+    to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
+
+    @property
+    def dtype(self):
+        return self.w_ih.dtype
+
+
+def _panels_of_columns(m, panel):
+    """(K, N) -> (N/panel, K, panel), N a multiple of panel: each panel's K rows contiguous."""
+    K, N = m.shape
+    return np.ascontiguousarray(m.reshape(K, N // panel, panel).transpose(1, 0, 2))
+
+
+def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
+    """Pack one layer's PyTorch-layout parameters (bias_* may be None) into `dtype`."""
+    dtype = np.dtype(dtype)
+    panel = PANEL[dtype]
+    four_h, input_size = weight_ih.shape
+    hidden_size = four_h // 4
+    rows = gate_order(hidden_size, panel)
+    real = rows >= 0
+    Ip = round_up(input_size, panel)
+    Hp = round_up(hidden_size, panel)
+
+    def interleave_rows(w, width):
+        out = np.zeros((rows.size, width), dtype)
+        out[real, : w.shape[1]] = w[rows[real]]
+        return out
+
+    wih_rows = interleave_rows(weight_ih, Ip)  # (4Hp, Ip)
+    whh_rows = interleave_rows(weight_hh, Hp)  # (4Hp, Hp)
+    bias = None
+    if bias_ih is not None:
+        summed = np.asarray(bias_ih, dtype) + np.asarray(bias_hh, dtype)
+        bias = np.zeros(rows.size, dtype)
+        bias[real] = summed[rows[real]]
+    to_torch = np.empty(four_h, np.intp)
+    to_torch[rows[real]] = np.nonzero(real)[0]
+    return Packed(
+        input_size=input_size,
+        hidden_size=hidden_size,
+        w_ih=_panels_of_columns(wih_rows[:, :input_size].T, panel),
+        w_hh=_panels_of_columns(whh_rows[:, :hidden_size].T, panel),
+        bias=bias,
+        w_ih_t=_panels_of_columns(wih_rows, panel),
+        w_hh_t=_panels_of_columns(whh_rows, panel),
+        to_torch_rows=to_torch,
+    )

@@ -1,0 +1,481 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+"""Sequence-level LSTM kernels: the time loop, its OpenMP work split and the backward pass.
+
+Layouts (NR = 16 floats or 8 doubles, one 64-byte panel; Hp = H rounded up to NR; G4 = 4*Hp):
+
+- gates: rows of G4 values. Hidden units come in blocks of NR; block u owns the four panels
+  [4u, 4u+4) holding its i, f, g, o gates. Whoever owns a unit block owns all it needs.
+- packed weights (built once by fastlstm/_packing.py): w_ih (I x G4) and w_hh (H x G4) hold the
+  transposed weights panel by panel (a K x NR slab per panel, K contiguous), zero in padding, with
+  b_ih + b_hh pre-summed into one G4 row. The backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp):
+  the weights themselves, rows in the same interleaved gate order.
+- h_state/c_state: slots of B x Hp. Inference keeps 2 h slots (step t reads slot t%2, writes the
+  other) and 1 c slot (updated in place); training keeps all T+1 of each (slot 0 = h0/c0), and
+  tc_state (T slots) holds tanh(c), so the backward recomputes no exponentials.
+
+Work split, per call (the same for any thread count up to the value, see _plan):
+- batch split: each thread owns whole batch rows for the entire sequence, no barrier per step;
+- unit split (small batches): each thread owns unit blocks, one barrier per step, so each thread
+  streams only its own slice of w_hh.
+Either way every element is computed by the same chain of operations, so results are bitwise
+identical whatever the thread count, batch size or chunking.
+"""
+from cython.parallel cimport parallel
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+cdef extern from "fl_kernels.h" nogil:
+    ctypedef Py_ssize_t fl_idx
+    ctypedef struct fl_ops_f32:
+        void (*gemm)(fl_idx, fl_idx, fl_idx, const float *, fl_idx, fl_idx, const float *,
+                     fl_idx, fl_idx, float *, fl_idx, int, const float *) noexcept nogil
+        void (*gates_fwd)(fl_idx, float *, const float *, float *, float *, float *) noexcept nogil
+        void (*gates_bwd)(fl_idx, const float *, const float *, const float *, const float *,
+                          float *, float *) noexcept nogil
+        void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *) noexcept nogil
+    ctypedef struct fl_ops_f64:
+        void (*gemm)(fl_idx, fl_idx, fl_idx, const double *, fl_idx, fl_idx, const double *,
+                     fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
+        void (*gates_fwd)(fl_idx, double *, const double *, double *, double *, double *) noexcept nogil
+        void (*gates_bwd)(fl_idx, const double *, const double *, const double *, const double *,
+                          double *, double *) noexcept nogil
+        void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *) noexcept nogil
+    ctypedef struct fl_isa_ops:
+        const char *name
+        fl_ops_f32 f32
+        fl_ops_f64 f64
+    const fl_isa_ops *fl_current()
+    int fl_select(const char *name)
+    int fl_supported(const char *name)
+    const char *fl_best()
+
+cdef extern from "fl_omp.h" nogil:
+    int FL_OPENMP
+    int omp_get_max_threads()
+    int omp_get_num_threads()
+    int omp_get_thread_num()
+    void fl_barrier()
+
+cdef enum:
+    ROW_BLOCK = 32  # rows of a GEMM handed out as one unit of work
+
+
+# ------------------------------------------------------------------------------------------------
+# Typed access to the kernel table of the active instruction set.
+
+cdef inline Py_ssize_t panel(floating *dummy) noexcept nogil:
+    if floating is float:
+        return 16
+    else:
+        return 8
+
+
+cdef inline void gemm(const fl_isa_ops *ops, Py_ssize_t M, Py_ssize_t P, Py_ssize_t K,
+                      const floating *a, Py_ssize_t rsa, Py_ssize_t csa, const floating *b,
+                      Py_ssize_t ldb, Py_ssize_t bps, floating *c, Py_ssize_t ldc, int accumulate,
+                      const floating *init) noexcept nogil:
+    if floating is float:
+        ops.f32.gemm(M, P, K, a, rsa, csa, b, ldb, bps, c, ldc, accumulate, init)
+    else:
+        ops.f64.gemm(M, P, K, a, rsa, csa, b, ldb, bps, c, ldc, accumulate, init)
+
+
+cdef inline void gates_fwd(const fl_isa_ops *ops, Py_ssize_t nblk, floating *g,
+                           const floating *c_prev, floating *c, floating *h,
+                           floating *tc) noexcept nogil:
+    if floating is float:
+        ops.f32.gates_fwd(nblk, g, c_prev, c, h, tc)
+    else:
+        ops.f64.gates_fwd(nblk, g, c_prev, c, h, tc)
+
+
+cdef inline void gates_bwd(const fl_isa_ops *ops, Py_ssize_t nblk, const floating *act,
+                           const floating *c_prev, const floating *tc, const floating *dh,
+                           floating *dc, floating *dg) noexcept nogil:
+    if floating is float:
+        ops.f32.gates_bwd(nblk, act, c_prev, tc, dh, dc, dg)
+    else:
+        ops.f64.gates_bwd(nblk, act, c_prev, tc, dh, dc, dg)
+
+
+cdef inline void colsum(const fl_isa_ops *ops, Py_ssize_t rows, Py_ssize_t npanels,
+                        const floating *src, Py_ssize_t ld, floating *dst) noexcept nogil:
+    if floating is float:
+        ops.f32.colsum(rows, npanels, src, ld, dst)
+    else:
+        ops.f64.colsum(rows, npanels, src, ld, dst)
+
+
+cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
+    """Start of thread k's contiguous share of n items ([share(k), share(k+1)) is thread k's).
+    Callers assign the result inside their parallel block, which makes it thread-private."""
+    return (n * k) // nthr
+
+
+cdef inline int resolve_threads(int num_threads) noexcept nogil:
+    if num_threads <= 0:
+        num_threads = omp_get_max_threads()
+    return num_threads if num_threads > 0 else 1
+
+
+cdef inline bint batch_split(Py_ssize_t B, int nthr) noexcept nogil:
+    """Split the batch (no barriers) when every thread gets a row, else split hidden units."""
+    return B >= nthr
+
+
+cdef inline int team_size(Py_ssize_t B, Py_ssize_t nblk, int num_threads) noexcept nogil:
+    """Threads worth starting: no more than the rows or unit blocks there are to share."""
+    cdef Py_ssize_t useful = B if B > nblk else nblk
+    if useful < 1:
+        useful = 1
+    return <int>(num_threads if num_threads < useful else useful)
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward
+
+cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t tn,
+                           Py_ssize_t B, Py_ssize_t I, Py_ssize_t Hp, const floating *x,
+                           Py_ssize_t xs_t, Py_ssize_t xs_b, const floating *w_ih,
+                           const floating *bias, floating *gates) noexcept nogil:
+    """gates[t, b] = bias + x[t, b] @ W_ih^T for tn steps, this thread's share of the tiles."""
+    cdef Py_ssize_t NR = panel(gates), nblk = Hp // NR, G4 = 4 * Hp
+    cdef Py_ssize_t ngroups, M, rsa, ldc, a_group, c_group
+    if xs_t == B * xs_b or tn == 1:  # rows (t, b) evenly strided: one group of tn*B rows
+        ngroups, M, rsa, ldc, a_group, c_group = 1, tn * B, xs_b, G4, 0, 0
+    else:  # batch-first input: one group of tn rows per sequence
+        ngroups, M, rsa, ldc, a_group, c_group = B, tn, xs_t, B * G4, xs_b, G4
+    cdef Py_ssize_t nrb = (M + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t w, lo, hi, grp, u, m0, m
+    lo = share(ngroups * nblk * nrb, tid, nthr)
+    hi = share(ngroups * nblk * nrb, tid + 1, nthr)
+    for w in range(lo, hi):
+        # consecutive work items share a unit block, so its weights stay in cache
+        grp = w // (nblk * nrb)
+        u = (w // nrb) % nblk
+        m0 = (w % nrb) * ROW_BLOCK
+        m = M - m0 if M - m0 < ROW_BLOCK else ROW_BLOCK
+        gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR, NR,
+             I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR, ldc, 0,
+             bias + 4 * u * NR if bias != NULL else <const floating *>NULL)
+
+
+cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0,
+                         Py_ssize_t u1, Py_ssize_t H, Py_ssize_t Hp, const floating *w_hh,
+                         floating *g, const floating *h_prev, floating *h_next,
+                         const floating *c_prev, floating *c_next, floating *tc, floating *y,
+                         Py_ssize_t ys_b) noexcept nogil:
+    """One time step for rows [b0, b1) and unit blocks [u0, u1): gates += h_prev @ W_hh^T, then
+    the fused cell; h goes to h_next and to the user's output rows y."""
+    cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, b, j, j1
+    gemm(ops, b1 - b0, 4 * (u1 - u0), H, h_prev + b0 * Hp, Hp, 1, w_hh + 4 * u0 * H * NR, NR,
+         H * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
+    j1 = u1 * NR if u1 * NR < H else H
+    for b in range(b0, b1):
+        gates_fwd(ops, u1 - u0, g + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
+                  c_next + b * Hp + u0 * NR, h_next + b * Hp + u0 * NR,
+                  tc + b * Hp + u0 * NR if tc != NULL else <floating *>NULL)
+        for j in range(u0 * NR, j1):
+            y[b * ys_b + j] = h_next[b * Hp + j]
+
+
+cdef int lstm_forward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
+        const floating *w_ih, const floating *w_hh, const floating *bias,
+        floating *gates, Py_ssize_t chunk,
+        floating *h_state, floating *c_state, floating *tc_state,
+        floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+        int num_threads) noexcept nogil:
+    """LSTM forward over T steps; returns the number of threads that ran.
+
+    x[t, b, :] is at x + t*xs_t + b*xs_b (rows of I); y[t, b, :] likewise with ys_t, ys_b (rows of
+    H). gates holds `chunk` steps (all T when training). tc_state is NULL for inference, which
+    then uses 2 h slots and 1 c slot; when training every slot is kept (see the module notes).
+    Slot 0 of h_state and c_state must hold h0 and c0 (padding zero). The final state ends in
+    slot T (training) or h slot T % 2 and c slot 0 (inference).
+    """
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef Py_ssize_t NR = panel(gates), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
+    cdef bint train = tc_state != NULL
+    cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
+    cdef bint by_batch = batch_split(B, nthr)
+    cdef int tid
+    cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
+    cdef Py_ssize_t t0, tn, t, lo, hi, hs, hd, cs, cd
+    cdef floating *tc = NULL
+    tid = 0; t0 = tn = t = lo = hi = hs = hd = cs = cd = 0
+    ran[0] = 1
+    if T == 0 or B == 0:
+        return 1
+    with parallel(num_threads=nthr):
+        tid = omp_get_thread_num()
+        if tid == 0:
+            ran[0] = omp_get_num_threads()
+        lo = share(B if by_batch else nblk, tid, omp_get_num_threads())
+        hi = share(B if by_batch else nblk, tid + 1, omp_get_num_threads())
+        t0 = 0
+        while t0 < T:
+            tn = T - t0 if T - t0 < chunk else chunk
+            input_projection(ops, tid, omp_get_num_threads(), tn, B, I, Hp, x + t0 * xs_t,
+                             xs_t, xs_b, w_ih, bias, gates)
+            fl_barrier()
+            for t in range(t0, t0 + tn):
+                hs = t if train else t % 2
+                hd = t + 1 if train else (t + 1) % 2
+                cs = t if train else 0
+                cd = t + 1 if train else 0
+                tc = NULL
+                if train:
+                    tc = tc_state + t * S
+                if by_batch:
+                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, w_hh, gates + (t - t0) * B * G4,
+                                   h_state + hs * S, h_state + hd * S, c_state + cs * S,
+                                   c_state + cd * S, tc, y + t * ys_t, ys_b)
+                else:
+                    recurrent_step(ops, 0, B, lo, hi, H, Hp, w_hh, gates + (t - t0) * B * G4,
+                                   h_state + hs * S, h_state + hd * S, c_state + cs * S,
+                                   c_state + cd * S, tc, y + t * ys_t, ys_b)
+                    fl_barrier()  # h_t is complete before anyone reads it
+            fl_barrier()  # the next chunk overwrites gates
+            t0 = t0 + tn
+    return ran[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Backward
+
+cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0,
+                        Py_ssize_t u1, Py_ssize_t H, Py_ssize_t Hp, const floating *act,
+                        const floating *c_prev, const floating *tc, const floating *dy,
+                        Py_ssize_t dys_b, floating *dh, floating *dc,
+                        floating *dg) noexcept nogil:
+    """Gate gradients of one step for rows [b0, b1), unit blocks [u0, u1): dh += dy first."""
+    cdef Py_ssize_t NR = panel(dh), G4 = 4 * Hp, b, j, j1
+    j1 = u1 * NR if u1 * NR < H else H
+    for b in range(b0, b1):
+        if dy != NULL:
+            for j in range(u0 * NR, j1):
+                dh[b * Hp + j] += dy[b * dys_b + j]
+        gates_bwd(ops, u1 - u0, act + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
+                  tc + b * Hp + u0 * NR, dh + b * Hp + u0 * NR, dc + b * Hp + u0 * NR,
+                  dg + b * G4 + 4 * u0 * NR)
+
+
+cdef int lstm_backward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *gates, const floating *c_state, const floating *tc_state,
+        const floating *h_state, const floating *xpad,
+        const floating *w_ih_t, const floating *w_hh_t,
+        const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
+        floating *dh, floating *dc, floating *dgates,
+        floating *dx, floating *dw_ih, floating *dw_hh, floating *db,
+        int num_threads) noexcept nogil:
+    """Backpropagation through time over the buffers a training forward filled.
+
+    dh and dc (B x Hp) hold the gradients of h_n and c_n on entry and those of h0 and c0 on exit.
+    dy (NULL when absent) is the gradient of the output, laid out like y. Writes dgates (T*B x G4),
+    dx (T*B x Ip, time-major), dw_ih (G4 x Ip), dw_hh (G4 x Hp) and db (G4, if not NULL), rows in
+    the interleaved gate order. Weight gradients sum over (t, b) in one fixed order, so they too
+    are bitwise independent of the thread count. Returns the number of threads that ran.
+    """
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, S = B * Hp, TB = T * B
+    cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
+    cdef bint by_batch = batch_split(B, nthr)
+    cdef int tid, n
+    cdef int ran[1]  # see lstm_forward
+    cdef Py_ssize_t t, lo, hi, w, wlo, whi, m0, m, p, nrb
+    cdef const floating *dy_t = NULL
+    tid = n = 0; t = lo = hi = w = wlo = whi = m0 = m = p = nrb = 0
+    ran[0] = 1
+    with parallel(num_threads=nthr):
+        tid = omp_get_thread_num()
+        n = omp_get_num_threads()
+        if tid == 0:
+            ran[0] = n
+        lo = share(B if by_batch else nblk, tid, n)
+        hi = share(B if by_batch else nblk, tid + 1, n)
+        t = T - 1
+        while t >= 0:
+            dy_t = NULL
+            if dy != NULL:
+                dy_t = dy + t * dys_t
+            if by_batch:
+                backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4, c_state + t * S,
+                              tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
+                # dh = dgates_t @ W_hh for this thread's rows
+                gemm(ops, hi - lo, nblk, G4, dgates + t * B * G4 + lo * G4, G4, 1, w_hh_t, NR,
+                     G4 * NR, dh + lo * Hp, Hp, 0, <floating *>NULL)
+            else:
+                backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
+                              tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
+                fl_barrier()  # all gate gradients of step t are in
+                gemm(ops, B, hi - lo, G4, dgates + t * B * G4, G4, 1, w_hh_t + lo * G4 * NR, NR,
+                     G4 * NR, dh + lo * NR, Hp, 0, <floating *>NULL)
+            t = t - 1
+        fl_barrier()
+
+        # After the loop: every gradient below is a sum over all (t, b), each output tile owned by
+        # one thread and summed in increasing (t, b).
+        nrb = (TB + ROW_BLOCK - 1) // ROW_BLOCK
+        wlo = share(nrb * (Ip // NR), tid, n)
+        whi = share(nrb * (Ip // NR), tid + 1, n)  # dx = dgates @ W_ih
+        for w in range(wlo, whi):
+            m0 = (w // (Ip // NR)) * ROW_BLOCK
+            p = w % (Ip // NR)
+            m = TB - m0 if TB - m0 < ROW_BLOCK else ROW_BLOCK
+            gemm(ops, m, 1, G4, dgates + m0 * G4, G4, 1, w_ih_t + p * G4 * NR, NR, G4 * NR,
+                 dx + m0 * Ip + p * NR, Ip, 0, <floating *>NULL)
+        nrb = (G4 + ROW_BLOCK - 1) // ROW_BLOCK
+        wlo = share(nrb * (Ip // NR + nblk), tid, n)
+        whi = share(nrb * (Ip // NR + nblk), tid + 1, n)  # dW_ih, dW_hh = dgates^T @ (x, h)
+        for w in range(wlo, whi):
+            m0 = (w % nrb) * ROW_BLOCK
+            p = w // nrb
+            m = G4 - m0 if G4 - m0 < ROW_BLOCK else ROW_BLOCK
+            if p < Ip // NR:
+                gemm(ops, m, 1, TB, dgates + m0, 1, G4, xpad + p * NR, Ip, NR,
+                     dw_ih + m0 * Ip + p * NR, Ip, 0, <floating *>NULL)
+            else:
+                p = p - Ip // NR
+                gemm(ops, m, 1, TB, dgates + m0, 1, G4, h_state + p * NR, Hp, NR,
+                     dw_hh + m0 * Hp + p * NR, Hp, 0, <floating *>NULL)
+        if db != NULL:
+            wlo = share(4 * nblk, tid, n)
+            whi = share(4 * nblk, tid + 1, n)
+            colsum(ops, TB, whi - wlo, dgates + wlo * NR, G4, db + wlo * NR)
+    return ran[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Python entry points (internal: fastlstm/model.py validates and allocates; these only check that
+# the buffers are the sizes the kernels will touch, so a bug upstream raises instead of corrupting)
+
+cdef inline floating *ptr(floating[::1] a) noexcept:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+
+
+cdef inline const floating *cptr(const floating[::1] a) noexcept:
+    return &a[0] if a is not None and a.shape[0] > 0 else NULL
+
+
+cdef inline int need(str name, const floating[::1] a, Py_ssize_t n) except -1:
+    if a is not None and a.shape[0] < n:
+        raise ValueError(f"internal: buffer {name} holds {a.shape[0]} values, needs {n}")
+    return 0
+
+
+def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
+            Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+            const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] bias,
+            floating[::1] gates, Py_ssize_t chunk,
+            floating[::1] h_state, floating[::1] c_state, floating[::1] tc_state,
+            floating[::1] y, Py_ssize_t ys_t, Py_ssize_t ys_b, int num_threads=0):
+    """Run lstm_forward on 1-D views of prepared buffers; returns the team size."""
+    cdef Py_ssize_t NR = 16 if floating is float else 8
+    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR
+    cdef bint train = tc_state is not None
+    cdef int ran
+    if chunk < 1:
+        raise ValueError("internal: chunk must be >= 1")
+    need("x", x, (T - 1) * xs_t + (B - 1) * xs_b + I if T and B else 0)
+    need("w_ih", w_ih, 4 * Hp * I)
+    need("w_hh", w_hh, 4 * Hp * H)
+    need("bias", bias, 4 * Hp)
+    need("gates", gates, min(chunk, T) * B * 4 * Hp)
+    need("h_state", h_state, ((T + 1) if train else 2) * B * Hp)
+    need("c_state", c_state, ((T + 1) if train else 1) * B * Hp)
+    need("tc_state", tc_state, T * B * Hp)
+    need("y", y, (T - 1) * ys_t + (B - 1) * ys_b + H if T and B else 0)
+    cdef const floating *cx = cptr(x)
+    cdef const floating *cw_ih = cptr(w_ih)
+    cdef const floating *cw_hh = cptr(w_hh)
+    cdef const floating *cbias = cptr(bias)
+    cdef floating *p[5]
+    p[:] = [ptr(gates), ptr(h_state), ptr(c_state), ptr(tc_state), ptr(y)]
+    with nogil:
+        ran = lstm_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, cbias, p[0], chunk, p[1],
+                           p[2], p[3], p[4], ys_t, ys_b, num_threads)
+    return ran
+
+
+def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+             const floating[::1] gates, const floating[::1] c_state, const floating[::1] tc_state,
+             const floating[::1] h_state, const floating[::1] xpad,
+             const floating[::1] w_ih_t, const floating[::1] w_hh_t,
+             const floating[::1] dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
+             floating[::1] dh, floating[::1] dc, floating[::1] dgates,
+             floating[::1] dx, floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
+             int num_threads=0):
+    """Run lstm_backward on 1-D views of prepared buffers; returns the team size."""
+    cdef Py_ssize_t NR = 16 if floating is float else 8
+    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
+    cdef Py_ssize_t G4 = 4 * Hp
+    cdef int ran
+    need("gates", gates, T * B * G4)
+    need("c_state", c_state, (T + 1) * B * Hp)
+    need("tc_state", tc_state, T * B * Hp)
+    need("h_state", h_state, (T + 1) * B * Hp)
+    need("xpad", xpad, T * B * Ip)
+    need("w_ih_t", w_ih_t, G4 * Ip)
+    need("w_hh_t", w_hh_t, G4 * Hp)
+    need("dy", dy, (T - 1) * dys_t + (B - 1) * dys_b + H if T and B else 0)
+    need("dh", dh, B * Hp)
+    need("dc", dc, B * Hp)
+    need("dgates", dgates, T * B * G4)
+    need("dx", dx, T * B * Ip)
+    need("dw_ih", dw_ih, G4 * Ip)
+    need("dw_hh", dw_hh, G4 * Hp)
+    need("db", db, G4)
+    cdef const floating *q[8]
+    q[:] = [cptr(gates), cptr(c_state), cptr(tc_state), cptr(h_state), cptr(xpad), cptr(w_ih_t),
+            cptr(w_hh_t), cptr(dy)]
+    cdef floating *p[7]
+    p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db)]
+    with nogil:
+        ran = lstm_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
+                            dys_b, p[0], p[1], p[2], p[3], p[4], p[5], p[6], num_threads)
+    return ran
+
+
+# ------------------------------------------------------------------------------------------------
+# Build and CPU facts
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(FL_OPENMP)
+
+
+def max_threads():
+    """omp_get_max_threads(): what num_threads=None means (OMP_NUM_THREADS, threadpoolctl)."""
+    return omp_get_max_threads()
+
+
+def isa():
+    """Name of the kernel variant in use: 'avx512', 'avx2' or 'generic'."""
+    return fl_current().name.decode()
+
+
+def isa_supported(name):
+    """True when this CPU and build can run the named variant."""
+    return bool(fl_supported(name.encode()))
+
+
+def best_isa():
+    """The best variant this CPU supports."""
+    return fl_best().decode()
+
+
+def select_isa(name):
+    """Switch the kernel variant for the whole process (calls already running keep theirs)."""
+    cdef int rc = fl_select(name.encode())
+    if rc == -1:
+        raise ValueError(f"unknown instruction set {name!r}: expected 'avx512', 'avx2' or 'generic'")
+    if rc == -2:
+        raise ValueError(f"instruction set {name!r} is not supported on this CPU "
+                         f"(best available: {best_isa()!r})")

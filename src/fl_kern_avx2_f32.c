@@ -1,0 +1,8 @@
+/* The avx2 f32 instantiation of fl_kernels_impl.h (fl_dispatch.c calls it only where the CPU has it). */
+#if defined(__x86_64__) && defined(__GNUC__) /* elsewhere only the generic variant exists */
+#define FL_ISA_AVX2 1
+#define FL_DOUBLE 0
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+#include "fl_kernels_impl.h"
+#endif

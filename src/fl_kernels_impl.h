@@ -1,0 +1,243 @@
+/* fl_kernels_impl.h: the kernel bodies, written once against fl_simd.h and instantiated per
+ * (instruction set, dtype) by the fl_kern_<isa>_<dtype>.c units.
+ *
+ * Determinism: every output element is one fixed chain of operations. The GEMM sums k in increasing
+ * order into one accumulator per element (register tiles only choose *which* elements run side by
+ * side, never how one is summed), and padded panels mean every lane goes through the same vector
+ * instruction. So a value does not depend on M, on the tile it fell in, or on which thread ran it.
+ */
+#include <math.h>
+#include <string.h>
+#include "fl_kernels.h"
+#include "fl_simd.h"
+
+/* K is cut into blocks of KC so a tile's slice of packed weights stays in L1/L2; the partial sums
+ * go through c between blocks, which keeps the order of the sum. */
+#define FL_KC 256
+
+/* ---------------------------------------------------------------------------------------------
+ * Point math on whole panels: exp, sigmoid, tanh. Errors are measured in tests/test_kernels.py. */
+
+#if FL_DOUBLE
+#define FL_EXP_LO (-708.3)
+#define FL_EXP_HI 709.0
+#define FL_LN2_HI 6.93147180369123816490e-01 /* few mantissa bits: n*LN2_HI is exact */
+#define FL_LN2_LO 1.90821492927058770002e-10
+#else
+#define FL_EXP_LO (-87.3f)
+#define FL_EXP_HI 88.3f
+#define FL_LN2_HI 0.693359375f
+#define FL_LN2_LO (-2.12194440e-4f)
+#endif
+
+/* exp(x), clamped so 2^n stays a normal number: exp(x) = 2^n * exp(r), |r| <= ln2/2. */
+FL_INLINE V fl_exp(V x)
+{
+    x = v_min(v_set1(FL_EXP_HI), v_max(v_set1(FL_EXP_LO), x));
+    V n = v_round(v_mul(x, v_set1((T)1.44269504088896341)));
+    V r = v_fma(n, v_set1(-FL_LN2_HI), x);
+    r = v_fma(n, v_set1(-FL_LN2_LO), r);
+#if FL_DOUBLE
+    /* Taylor series to r^13: truncation below 1e-17 for |r| <= 0.35 */
+    V p = v_set1(1.0 / 6227020800.0);
+    p = v_fma(p, r, v_set1(1.0 / 479001600.0));
+    p = v_fma(p, r, v_set1(1.0 / 39916800.0));
+    p = v_fma(p, r, v_set1(1.0 / 3628800.0));
+    p = v_fma(p, r, v_set1(1.0 / 362880.0));
+    p = v_fma(p, r, v_set1(1.0 / 40320.0));
+    p = v_fma(p, r, v_set1(1.0 / 5040.0));
+    p = v_fma(p, r, v_set1(1.0 / 720.0));
+    p = v_fma(p, r, v_set1(1.0 / 120.0));
+    p = v_fma(p, r, v_set1(1.0 / 24.0));
+    p = v_fma(p, r, v_set1(1.0 / 6.0));
+    p = v_fma(p, r, v_set1(0.5));
+    p = v_fma(p, r, v_set1(1.0));
+    p = v_fma(p, r, v_set1(1.0));
+#else
+    /* Cephes expf minimax polynomial */
+    V p = v_set1(1.9875691500e-4f);
+    p = v_fma(p, r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f));
+    p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f));
+    p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
+#endif
+    return v_ldexp(p, n);
+}
+
+FL_INLINE V fl_sigmoid(V x)
+{
+    const V one = v_set1(1);
+    return v_div(one, v_add(one, fl_exp(v_sub(v_zero(), x))));
+}
+
+/* tanh: an odd polynomial (float) or rational function (double) near 0, where 1 - 2/(e^2x + 1)
+ * would lose relative accuracy; that formula, with the sign restored, elsewhere (Cephes). */
+FL_INLINE V fl_tanh(V x)
+{
+    const V one = v_set1(1), zero = v_zero();
+    V ax = v_max(x, v_sub(zero, x)); /* |x|; NaN stays NaN */
+    V z = v_mul(x, x);
+#if FL_DOUBLE
+    V p = v_fma(v_set1(-9.64399179425052238628e-1), z, v_set1(-9.92877231001918586564e1));
+    p = v_fma(p, z, v_set1(-1.61468768441708447952e3));
+    V q = v_add(z, v_set1(1.12811678491632931402e2));
+    q = v_fma(q, z, v_set1(2.23548839060100448583e3));
+    q = v_fma(q, z, v_set1(4.84406305325125486048e3));
+    V small = v_fma(v_mul(x, z), v_div(p, q), x);
+#else
+    V p = v_fma(v_set1(-5.70498872745e-3f), z, v_set1(2.06390887954e-2f));
+    p = v_fma(p, z, v_set1(-5.37397155531e-2f));
+    p = v_fma(p, z, v_set1(1.33314422036e-1f));
+    p = v_fma(p, z, v_set1(-3.33332819422e-1f));
+    V small = v_fma(v_mul(x, z), p, x);
+#endif
+    V e = fl_exp(v_add(ax, ax));
+    V big = v_sub(one, v_div(v_set1(2), v_add(e, one)));
+    big = v_select_lt(x, zero, v_sub(zero, big), big);
+    return v_select_lt(ax, v_set1((T)0.625), small, big);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * GEMM over packed panels: one register tile of mr rows x nv panels, summed over kc values of k. */
+
+FL_INLINE void fl_tile(const int mr, const int nv, fl_idx kc, const T *a, fl_idx rsa, fl_idx csa,
+                       const T *b, fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int accumulate,
+                       const T *init)
+{
+    V acc[4][8];
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = accumulate ? v_load(c + r * ldc + v * NR)
+                                   : (init ? v_load(init + v * NR) : v_zero());
+    for (fl_idx k = 0; k < kc; k++) {
+        V bv[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            bv[v] = v_load(b + v * bps + k * ldb);
+#pragma GCC unroll 4
+        for (int r = 0; r < mr; r++) {
+            V av = v_set1(a[r * rsa + k * csa]);
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = v_fma(av, bv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            v_store(c + r * ldc + v * NR, acc[r][v]);
+}
+
+typedef void (*fl_tile_fn)(fl_idx, const T *, fl_idx, fl_idx, const T *, fl_idx, fl_idx, T *,
+                           fl_idx, int, const T *);
+
+/* One function per tile shape, so each has its loops fully unrolled and its tile in registers. */
+#define FL_TILE(R, N)                                                                               \
+    static void FL(tile_##R##x##N)(fl_idx kc, const T *a, fl_idx rsa, fl_idx csa, const T *b,     \
+                                   fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int acc,              \
+                                   const T *init)                                                   \
+    {                                                                                               \
+        fl_tile(R, N, kc, a, rsa, csa, b, ldb, bps, c, ldc, acc, init);                             \
+    }
+#define FL_TILE_ROW(R) FL_TILE(R, 1) FL_TILE(R, 2) FL_TILE(R, 3) FL_TILE(R, 4)
+FL_TILE_ROW(1) FL_TILE_ROW(2) FL_TILE_ROW(3) FL_TILE_ROW(4)
+FL_TILE(1, 5) FL_TILE(1, 6) FL_TILE(1, 7) FL_TILE(1, 8)
+
+#define FL_TILE_REF(R, N) FL(tile_##R##x##N)
+static const fl_tile_fn FL(tiles)[5][9] = {
+    {0},
+    {0, FL_TILE_REF(1, 1), FL_TILE_REF(1, 2), FL_TILE_REF(1, 3), FL_TILE_REF(1, 4),
+     FL_TILE_REF(1, 5), FL_TILE_REF(1, 6), FL_TILE_REF(1, 7), FL_TILE_REF(1, 8)},
+    {0, FL_TILE_REF(2, 1), FL_TILE_REF(2, 2), FL_TILE_REF(2, 3), FL_TILE_REF(2, 4)},
+    {0, FL_TILE_REF(3, 1), FL_TILE_REF(3, 2), FL_TILE_REF(3, 3), FL_TILE_REF(3, 4)},
+    {0, FL_TILE_REF(4, 1), FL_TILE_REF(4, 2), FL_TILE_REF(4, 3), FL_TILE_REF(4, 4)},
+};
+
+void FL(gemm)(fl_idx M, fl_idx P, fl_idx K, const T *a, fl_idx rsa, fl_idx csa, const T *b,
+              fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int accumulate, const T *init)
+{
+    /* A single row has no row reuse: give it more panels, for enough independent FMA chains. */
+    const fl_idx nv_max = (M == 1) ? FL_NV1 : FL_NV;
+    fl_idx k0 = 0;
+    do {
+        const fl_idx kc = (K - k0 < FL_KC) ? K - k0 : FL_KC;
+        const int acc = (k0 == 0) ? accumulate : 1;
+        const T *ini = (k0 == 0) ? init : NULL;
+        for (fl_idx p0 = 0; p0 < P; p0 += nv_max) {
+            const int nv = (int)((P - p0 < nv_max) ? P - p0 : nv_max);
+            for (fl_idx m0 = 0; m0 < M; m0 += FL_MR) {
+                const int mr = (int)((M - m0 < FL_MR) ? M - m0 : FL_MR);
+                FL(tiles)[mr][nv](kc, a + m0 * rsa + k0 * csa, rsa, csa, b + p0 * bps + k0 * ldb,
+                                  ldb, bps, c + m0 * ldc + p0 * NR, ldc, acc,
+                                  ini ? ini + p0 * NR : NULL);
+            }
+        }
+        k0 += kc;
+    } while (k0 < K);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The fused cell: activations, cell update and output of one row, one unit block at a time. */
+
+void FL(gates_fwd)(fl_idx nblk, T *g, const T *c_prev, T *c, T *h, T *tc)
+{
+    for (fl_idx u = 0; u < nblk; u++, g += 4 * NR, c_prev += NR, c += NR, h += NR) {
+        V i = fl_sigmoid(v_load(g));
+        V f = fl_sigmoid(v_load(g + NR));
+        V gg = fl_tanh(v_load(g + 2 * NR));
+        V o = fl_sigmoid(v_load(g + 3 * NR));
+        V cn = v_add(v_mul(f, v_load(c_prev)), v_mul(i, gg));
+        V t = fl_tanh(cn);
+        v_store(c, cn);
+        v_store(h, v_mul(o, t));
+        if (tc) {
+            v_store(g, i);
+            v_store(g + NR, f);
+            v_store(g + 2 * NR, gg);
+            v_store(g + 3 * NR, o);
+            v_store(tc, t);
+            tc += NR;
+        }
+    }
+}
+
+void FL(gates_bwd)(fl_idx nblk, const T *act, const T *c_prev, const T *tc, const T *dh, T *dc,
+                   T *dg)
+{
+    const V one = v_set1(1);
+    for (fl_idx u = 0; u < nblk; u++, act += 4 * NR, dg += 4 * NR, c_prev += NR, tc += NR,
+                dh += NR, dc += NR) {
+        V i = v_load(act), f = v_load(act + NR), g = v_load(act + 2 * NR), o = v_load(act + 3 * NR);
+        V t = v_load(tc), d = v_load(dh);
+        /* dc_total = dc_next + dh * o * (1 - tanh(c)^2) */
+        V dct = v_add(v_load(dc), v_mul(v_mul(d, o), v_sub(one, v_mul(t, t))));
+        v_store(dg, v_mul(v_mul(dct, g), v_mul(i, v_sub(one, i))));
+        v_store(dg + NR, v_mul(v_mul(dct, v_load(c_prev)), v_mul(f, v_sub(one, f))));
+        v_store(dg + 2 * NR, v_mul(v_mul(dct, i), v_sub(one, v_mul(g, g))));
+        v_store(dg + 3 * NR, v_mul(v_mul(d, t), v_mul(o, v_sub(one, o))));
+        v_store(dc, v_mul(dct, f));
+    }
+}
+
+void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst)
+{
+    for (fl_idx p = 0; p < npanels; p++) {
+        V s = v_zero();
+        for (fl_idx r = 0; r < rows; r++)
+            s = v_add(s, v_load(src + r * ld + p * NR));
+        v_store(dst + p * NR, s);
+    }
+}
+
+/* The table fl_dispatch.c points at. */
+#define FL_OPS_INIT {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum)}
+#if FL_DOUBLE
+const fl_ops_f64 FL(ops) = FL_OPS_INIT;
+#else
+const fl_ops_f32 FL(ops) = FL_OPS_INIT;
+#endif
