@@ -289,9 +289,9 @@ cdef int lstm_backward(
     cdef bint by_batch = batch_split(B, nthr)
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
-    cdef Py_ssize_t t, lo, hi, w, wlo, whi, m0, m, p, nrb
+    cdef Py_ssize_t t, lo, hi, w, wlo, whi, m0, m, nrb
     cdef const floating *dy_t = NULL
-    tid = n = 0; t = lo = hi = w = wlo = whi = m0 = m = p = nrb = 0
+    tid = n = 0; t = lo = hi = w = wlo = whi = m0 = m = nrb = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -323,28 +323,25 @@ cdef int lstm_backward(
         # After the loop: every gradient below is a sum over all (t, b), each output tile owned by
         # one thread and summed in increasing (t, b).
         nrb = (TB + ROW_BLOCK - 1) // ROW_BLOCK
-        wlo = share(nrb * (Ip // NR), tid, n)
-        whi = share(nrb * (Ip // NR), tid + 1, n)  # dx = dgates @ W_ih
-        for w in range(wlo, whi):
-            m0 = (w // (Ip // NR)) * ROW_BLOCK
-            p = w % (Ip // NR)
+        wlo = share(nrb, tid, n)
+        whi = share(nrb, tid + 1, n)
+        for w in range(wlo, whi):  # dx = dgates @ W_ih, by blocks of rows
+            m0 = w * ROW_BLOCK
             m = TB - m0 if TB - m0 < ROW_BLOCK else ROW_BLOCK
-            gemm(ops, m, 1, G4, dgates + m0 * G4, G4, 1, w_ih_t + p * G4 * NR, NR, G4 * NR,
-                 dx + m0 * Ip + p * NR, Ip, 0, <floating *>NULL)
+            gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, NR, G4 * NR,
+                 dx + m0 * Ip, Ip, 0, <floating *>NULL)
         nrb = (G4 + ROW_BLOCK - 1) // ROW_BLOCK
-        wlo = share(nrb * (Ip // NR + nblk), tid, n)
-        whi = share(nrb * (Ip // NR + nblk), tid + 1, n)  # dW_ih, dW_hh = dgates^T @ (x, h)
-        for w in range(wlo, whi):
+        wlo = share(2 * nrb, tid, n)
+        whi = share(2 * nrb, tid + 1, n)
+        for w in range(wlo, whi):  # dW_ih, dW_hh = dgates^T @ (x, h_prev), by blocks of rows
             m0 = (w % nrb) * ROW_BLOCK
-            p = w // nrb
             m = G4 - m0 if G4 - m0 < ROW_BLOCK else ROW_BLOCK
-            if p < Ip // NR:
-                gemm(ops, m, 1, TB, dgates + m0, 1, G4, xpad + p * NR, Ip, NR,
-                     dw_ih + m0 * Ip + p * NR, Ip, 0, <floating *>NULL)
+            if w < nrb:
+                gemm(ops, m, Ip // NR, TB, dgates + m0, 1, G4, xpad, Ip, NR, dw_ih + m0 * Ip,
+                     Ip, 0, <floating *>NULL)
             else:
-                p = p - Ip // NR
-                gemm(ops, m, 1, TB, dgates + m0, 1, G4, h_state + p * NR, Hp, NR,
-                     dw_hh + m0 * Hp + p * NR, Hp, 0, <floating *>NULL)
+                gemm(ops, m, nblk, TB, dgates + m0, 1, G4, h_state, Hp, NR, dw_hh + m0 * Hp, Hp,
+                     0, <floating *>NULL)
         if db != NULL:
             wlo = share(4 * nblk, tid, n)
             whi = share(4 * nblk, tid + 1, n)
