@@ -33,8 +33,8 @@ class Packed:
 
     input_size: int
     hidden_size: int
-    w_ih: np.ndarray  # forward, (4Hp/NR, I, NR): panels of W_ih^T
-    w_hh: np.ndarray  # forward, (4Hp/NR, H, NR): panels of W_hh^T
+    w_ih: np.ndarray  # forward, (Hp/NR, I, 4*NR): W_ih^T, one slab per unit block
+    w_hh: np.ndarray  # forward, (Hp/NR, H, 4*NR): W_hh^T, one slab per unit block
     bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
     w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): panels of W_ih, rows interleaved
     w_hh_t: np.ndarray  # backward, (Hp/NR, 4Hp, NR): panels of W_hh, rows interleaved
@@ -45,10 +45,10 @@ class Packed:
         return self.w_ih.dtype
 
 
-def _panels_of_columns(m, panel):
-    """(K, N) -> (N/panel, K, panel), N a multiple of panel: each panel's K rows contiguous."""
+def _slabs_of_columns(m, width):
+    """(K, N) -> (N/width, K, width), N a multiple of width: each slab's K rows contiguous."""
     K, N = m.shape
-    return np.ascontiguousarray(m.reshape(K, N // panel, panel).transpose(1, 0, 2))
+    return np.ascontiguousarray(m.reshape(K, N // width, width).transpose(1, 0, 2))
 
 
 def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
@@ -79,10 +79,10 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
     return Packed(
         input_size=input_size,
         hidden_size=hidden_size,
-        w_ih=_panels_of_columns(wih_rows[:, :input_size].T, panel),
-        w_hh=_panels_of_columns(whh_rows[:, :hidden_size].T, panel),
+        w_ih=_slabs_of_columns(wih_rows[:, :input_size].T, 4 * panel),
+        w_hh=_slabs_of_columns(whh_rows[:, :hidden_size].T, 4 * panel),
         bias=bias,
-        w_ih_t=_panels_of_columns(wih_rows, panel),
-        w_hh_t=_panels_of_columns(whh_rows, panel),
+        w_ih_t=_slabs_of_columns(wih_rows, panel),
+        w_hh_t=_slabs_of_columns(whh_rows, panel),
         to_torch_rows=to_torch,
     )

@@ -11,7 +11,13 @@ import numpy as np
 def to_numpy(value):
     """A NumPy view of an ndarray, a torch tensor (detached, on the CPU) or anything array-like."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        try:
+            return value.numpy()
+        except TypeError:  # bfloat16 and other dtypes NumPy lacks: widen floats to float32
+            if value.is_floating_point():
+                return value.float().numpy()
+            raise
     return value
 
 
@@ -28,7 +34,7 @@ def as_float_array(name, value, dtype):
     if value.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point numbers (it is cast to the model's "
                         f"dtype {np.dtype(dtype).name}); got dtype {value.dtype}")
-    return np.ascontiguousarray(value, dtype=dtype)
+    return np.asarray(value, dtype=dtype, order="C")  # (ascontiguousarray would make 0-D 1-D)
 
 
 def check_size(name, value):
@@ -53,7 +59,7 @@ def check_num_threads(num_threads):
                         f"{type(num_threads).__name__} {num_threads!r}") from None
     if n < 1:
         raise ValueError(f"num_threads must be None or a positive int, got {n}")
-    return n
+    return min(n, 2**31 - 1)  # the kernels cap the team at the work available anyway
 
 
 def _layout(batch_first):
@@ -111,10 +117,13 @@ def check_state(hx, batch, hidden_size, unbatched, batch_first, dtype):
             hint = ""
             if value.shape == expected[1:]:
                 hint = f". It lacks the leading layer axis: pass {name}[None]"
+            elif unbatched and value.shape == (1, 1, hidden_size):
+                hint = f". x is unbatched (2-D), so the states are 2-D too: pass {name}[0]"
             elif (not unbatched and value.ndim == 3 and value.shape[0] == batch and
                   value.shape[1] == 1 and value.shape[2] == hidden_size):
-                hint = (f". States stay (num_layers, batch, hidden_size) even with "
-                        f"batch_first=True: pass {name}.transpose(1, 0, 2)")
+                hint = (f". States are (num_layers, batch, hidden_size)"
+                        f"{' even with batch_first=True' if batch_first else ''}: pass "
+                        f"{name}.transpose(1, 0, 2)")
             elif not unbatched and value.ndim == 3 and value.shape[1] != batch:
                 hint = (f". Its batch axis (1) has {value.shape[1]} rows but x has batch "
                         f"{batch} (x is {'(batch, seq_len, ...)' if batch_first else '(seq_len, batch, ...)'}"
@@ -142,8 +151,8 @@ def check_parameter(name, value, expected_shape, dtype, why):
     if value.shape != tuple(expected_shape):
         hint = ""
         if value.ndim == 2 and value.shape[::-1] == tuple(expected_shape):
-            hint = (". It looks transposed (Keras kernels are (input, 4*hidden)): pass "
-                    f"{name}.T")
+            hint = (f". It looks transposed (Keras stores this weight as {value.shape}): "
+                    f"pass {name}.T")
         raise ValueError(f"{name} must have shape {tuple(expected_shape)} ({why}); "
                          f"got {value.shape}{hint}")
     return value

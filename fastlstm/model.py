@@ -4,6 +4,7 @@ Data flows one way: `_validate` turns user input into contiguous arrays of the m
 raises), this module allocates every buffer a call needs (nothing is shared between calls, so one
 model serves many Python threads at once), and `_kernels` runs the sequence with the GIL released.
 """
+import os
 import threading
 
 import numpy as np
@@ -18,6 +19,25 @@ from ._validate import (check_input, check_num_threads, check_parameter,
 _CHUNK_VALUES = 1 << 21
 
 _last_call = threading.local()
+
+
+def _check_allocation(values, dtype, what):
+    """Refuse, before any work, a call that could not allocate its buffers (rather than let the
+    OS kill the process, or NumPy fail halfway through with a message that names nothing)."""
+    nbytes = int(values) * np.dtype(dtype).itemsize
+    if nbytes > _MAX_BYTES:
+        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB of buffers, more than this "
+                          f"machine's {_MAX_BYTES / 2**30:.1f} GiB of memory")
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let NumPy decide
+        return 2**62
+
+
+_MAX_BYTES = _physical_memory()
 
 
 def last_num_threads():
@@ -79,11 +99,14 @@ class LSTM:
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
         if self.dtype not in PANEL:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        shapes = self._parameter_shapes()
+        _check_allocation(sum(np.prod(s) for s, _ in shapes.values()) * 3, self.dtype,
+                          f"the parameters of LSTM(input_size={self.input_size}, "
+                          f"hidden_size={self.hidden_size})")
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
-        init = {name: rng.uniform(-bound, bound, shape)
-                for name, (shape, _) in self._parameter_shapes().items()}
-        self._set(init)
+        self._set({name: (2 * rng.random(shape, self.dtype) - 1) * self.dtype.type(bound)
+                   for name, (shape, _) in shapes.items()})
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -112,12 +135,13 @@ class LSTM:
         self._params, self._packed = params, packed  # swapped together, after all checks
 
     def parameters(self):
-        """The parameters by PyTorch name, as read-only arrays (change them with set_parameters)."""
-        return dict(self._params)
+        """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
+        They are views of read-only arrays, which NumPy will not make writable again."""
+        return {name: value.view() for name, value in self._params.items()}
 
     def state_dict(self):
         """Same as parameters(): PyTorch names, read-only arrays."""
-        return dict(self._params)
+        return self.parameters()
 
     def set_parameters(self, **arrays):
         """Replace some or all parameters (by PyTorch name) and repack the kernels' copy."""
@@ -181,7 +205,14 @@ class LSTM:
 
     # -- running ------------------------------------------------------------------------------
 
-    def _prepare(self, x, hx):
+    def _prepare(self, x, hx, train):
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) in (2, 3):  # before x is copied or converted
+            T = shape[0] if (len(shape) == 2 or not self.batch_first) else shape[1]
+            B = 1 if len(shape) == 2 else (shape[0] if self.batch_first else shape[1])
+            Hp, Ip = round_up(self.hidden_size, 16), round_up(self.input_size, 16)
+            per_step = (2 * Ip + 8 * Hp) if train else (Ip + 5 * Hp)
+            _check_allocation(T * B * per_step, self.dtype, f"x of shape {tuple(shape)}")
         x, unbatched = check_input(x, self.input_size, self.batch_first, self.dtype)
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         h0, c0 = check_state(hx, B, self.hidden_size, unbatched, self.batch_first, self.dtype)
@@ -209,7 +240,7 @@ class LSTM:
         hidden_size features; h_n and c_n have h0's shape. num_threads=None uses OpenMP's setting.
         """
         nt = check_num_threads(num_threads)
-        x, unbatched, T, B, h0, c0 = self._prepare(x, hx)
+        x, unbatched, T, B, h0, c0 = self._prepare(x, hx, train=False)
         p, H = self._packed, self.hidden_size
         Hp = round_up(H, PANEL[self.dtype])
         y = np.empty(self._user_shape(T, B, H, unbatched), self.dtype)
@@ -240,7 +271,7 @@ class LSTM:
         the parameters as they were at this forward, even if they are set again meanwhile.
         """
         nt = check_num_threads(num_threads)
-        x, unbatched, T, B, h0, c0 = self._prepare(x, hx)
+        x, unbatched, T, B, h0, c0 = self._prepare(x, hx, train=True)
         p, I, H = self._packed, self.input_size, self.hidden_size
         NR = PANEL[self.dtype]
         Hp, Ip = round_up(H, NR), round_up(I, NR)

@@ -7,9 +7,10 @@ Layouts (NR = 16 floats or 8 doubles, one 64-byte panel; Hp = H rounded up to NR
 - gates: rows of G4 values. Hidden units come in blocks of NR; block u owns the four panels
   [4u, 4u+4) holding its i, f, g, o gates. Whoever owns a unit block owns all it needs.
 - packed weights (built once by fastlstm/_packing.py): w_ih (I x G4) and w_hh (H x G4) hold the
-  transposed weights panel by panel (a K x NR slab per panel, K contiguous), zero in padding, with
-  b_ih + b_hh pre-summed into one G4 row. The backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp):
-  the weights themselves, rows in the same interleaved gate order.
+  transposed weights one unit block at a time (a K x 4*NR slab per block, so a block's four gates
+  stream from one place), zero in padding, with b_ih + b_hh pre-summed into one G4 row. The
+  backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp), the weights themselves with rows in the
+  same interleaved gate order, one K x NR slab per panel (threads split them panel by panel).
 - h_state/c_state: slots of B x Hp. Inference keeps 2 h slots (step t reads slot t%2, writes the
   other) and 1 c slot (updated in place); training keeps all T+1 of each (slot 0 = h0/c0), and
   tc_state (T slots) holds tanh(c), so the backward recomputes no exponentials.
@@ -30,14 +31,14 @@ cdef extern from "fl_kernels.h" nogil:
     ctypedef Py_ssize_t fl_idx
     ctypedef struct fl_ops_f32:
         void (*gemm)(fl_idx, fl_idx, fl_idx, const float *, fl_idx, fl_idx, const float *,
-                     fl_idx, fl_idx, float *, fl_idx, int, const float *) noexcept nogil
+                     fl_idx, fl_idx, fl_idx, float *, fl_idx, int, const float *) noexcept nogil
         void (*gates_fwd)(fl_idx, float *, const float *, float *, float *, float *) noexcept nogil
         void (*gates_bwd)(fl_idx, const float *, const float *, const float *, const float *,
                           float *, float *) noexcept nogil
         void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *) noexcept nogil
     ctypedef struct fl_ops_f64:
         void (*gemm)(fl_idx, fl_idx, fl_idx, const double *, fl_idx, fl_idx, const double *,
-                     fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
+                     fl_idx, fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
         void (*gates_fwd)(fl_idx, double *, const double *, double *, double *, double *) noexcept nogil
         void (*gates_bwd)(fl_idx, const double *, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
@@ -74,12 +75,12 @@ cdef inline Py_ssize_t panel(floating *dummy) noexcept nogil:
 
 cdef inline void gemm(const fl_isa_ops *ops, Py_ssize_t M, Py_ssize_t P, Py_ssize_t K,
                       const floating *a, Py_ssize_t rsa, Py_ssize_t csa, const floating *b,
-                      Py_ssize_t ldb, Py_ssize_t bps, floating *c, Py_ssize_t ldc, int accumulate,
-                      const floating *init) noexcept nogil:
+                      Py_ssize_t ldb, Py_ssize_t gp, Py_ssize_t bgs, floating *c, Py_ssize_t ldc,
+                      int accumulate, const floating *init) noexcept nogil:
     if floating is float:
-        ops.f32.gemm(M, P, K, a, rsa, csa, b, ldb, bps, c, ldc, accumulate, init)
+        ops.f32.gemm(M, P, K, a, rsa, csa, b, ldb, gp, bgs, c, ldc, accumulate, init)
     else:
-        ops.f64.gemm(M, P, K, a, rsa, csa, b, ldb, bps, c, ldc, accumulate, init)
+        ops.f64.gemm(M, P, K, a, rsa, csa, b, ldb, gp, bgs, c, ldc, accumulate, init)
 
 
 cdef inline void gates_fwd(const fl_isa_ops *ops, Py_ssize_t nblk, floating *g,
@@ -157,8 +158,8 @@ cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         u = (w // nrb) % nblk
         m0 = (w % nrb) * ROW_BLOCK
         m = M - m0 if M - m0 < ROW_BLOCK else ROW_BLOCK
-        gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR, NR,
-             I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR, ldc, 0,
+        gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR, 4 * NR,
+             4, 4 * I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR, ldc, 0,
              bias + 4 * u * NR if bias != NULL else <const floating *>NULL)
 
 
@@ -170,8 +171,8 @@ cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py
     """One time step for rows [b0, b1) and unit blocks [u0, u1): gates += h_prev @ W_hh^T, then
     the fused cell; h goes to h_next and to the user's output rows y."""
     cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, b, j, j1
-    gemm(ops, b1 - b0, 4 * (u1 - u0), H, h_prev + b0 * Hp, Hp, 1, w_hh + 4 * u0 * H * NR, NR,
-         H * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
+    gemm(ops, b1 - b0, 4 * (u1 - u0), H, h_prev + b0 * Hp, Hp, 1, w_hh + 4 * u0 * H * NR,
+         4 * NR, 4, 4 * H * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
     j1 = u1 * NR if u1 * NR < H else H
     for b in range(b0, b1):
         gates_fwd(ops, u1 - u0, g + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
@@ -309,13 +310,13 @@ cdef int lstm_backward(
                 backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4, c_state + t * S,
                               tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
                 # dh = dgates_t @ W_hh for this thread's rows
-                gemm(ops, hi - lo, nblk, G4, dgates + t * B * G4 + lo * G4, G4, 1, w_hh_t, NR,
+                gemm(ops, hi - lo, nblk, G4, dgates + t * B * G4 + lo * G4, G4, 1, w_hh_t, NR, 1,
                      G4 * NR, dh + lo * Hp, Hp, 0, <floating *>NULL)
             else:
                 backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
                               tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
                 fl_barrier()  # all gate gradients of step t are in
-                gemm(ops, B, hi - lo, G4, dgates + t * B * G4, G4, 1, w_hh_t + lo * G4 * NR, NR,
+                gemm(ops, B, hi - lo, G4, dgates + t * B * G4, G4, 1, w_hh_t + lo * G4 * NR, NR, 1,
                      G4 * NR, dh + lo * NR, Hp, 0, <floating *>NULL)
             t = t - 1
         fl_barrier()
@@ -328,7 +329,7 @@ cdef int lstm_backward(
         for w in range(wlo, whi):  # dx = dgates @ W_ih, by blocks of rows
             m0 = w * ROW_BLOCK
             m = TB - m0 if TB - m0 < ROW_BLOCK else ROW_BLOCK
-            gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, NR, G4 * NR,
+            gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, NR, 1, G4 * NR,
                  dx + m0 * Ip, Ip, 0, <floating *>NULL)
         nrb = (G4 + ROW_BLOCK - 1) // ROW_BLOCK
         wlo = share(2 * nrb, tid, n)
@@ -337,11 +338,11 @@ cdef int lstm_backward(
             m0 = (w % nrb) * ROW_BLOCK
             m = G4 - m0 if G4 - m0 < ROW_BLOCK else ROW_BLOCK
             if w < nrb:
-                gemm(ops, m, Ip // NR, TB, dgates + m0, 1, G4, xpad, Ip, NR, dw_ih + m0 * Ip,
+                gemm(ops, m, Ip // NR, TB, dgates + m0, 1, G4, xpad, Ip, 1, NR, dw_ih + m0 * Ip,
                      Ip, 0, <floating *>NULL)
             else:
-                gemm(ops, m, nblk, TB, dgates + m0, 1, G4, h_state, Hp, NR, dw_hh + m0 * Hp, Hp,
-                     0, <floating *>NULL)
+                gemm(ops, m, nblk, TB, dgates + m0, 1, G4, h_state, Hp, 1, NR, dw_hh + m0 * Hp,
+                     Hp, 0, <floating *>NULL)
         if db != NULL:
             wlo = share(4 * nblk, tid, n)
             whi = share(4 * nblk, tid + 1, n)

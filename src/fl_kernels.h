@@ -3,7 +3,10 @@
  * Layout words used below (see fl_kernels_impl.h for the full story):
  *   panel   NR consecutive values of a row: 16 floats or 8 doubles (64 bytes).
  *   block   one block of NR hidden units; its 4*NR gate values are the i, f, g, o panels, in order.
- *   packed  a K x (P*NR) matrix stored panel by panel: element (k, n) at b[(n/NR)*bps + k*ldb + n%NR].
+ *   packed  a K x (P*NR) matrix stored in groups of gp panels, each group K rows of gp*NR values:
+ *           element (k, n), in panel p = n/NR, at b[(p/gp)*bgs + (p%gp)*NR + k*ldb + n%NR]. Weights
+ *           use gp = 4 (a unit block: one contiguous stream per block), ldb = 4*NR, bgs = K*4*NR;
+ *           a plain row-major matrix is gp = 1, bgs = NR, ldb = its row length.
  *
  * Every function is a pure computation with no failure mode and no allocation (callers own all
  * memory), safe to call from many threads at once on disjoint outputs.
@@ -19,10 +22,10 @@ typedef ptrdiff_t fl_idx;
     typedef struct {                                                                                \
         /* c[m, n] = start + sum_k a[m*rsa + k*csa] * b(k, n) for m < M and the first P panels of  \
          * columns, summed in increasing k; start = c[m, n] if accumulate, else init[n] (or 0 when  \
-         * init is NULL). c[m, n] lives at c[m*ldc + n]. */                                         \
+         * init is NULL). c[m, n] lives at c[m*ldc + n]; b(k, n) is "packed" above. */             \
         void (*gemm)(fl_idx M, fl_idx P, fl_idx K, const T *a, fl_idx rsa, fl_idx csa,            \
-                     const T *b, fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int accumulate,         \
-                     const T *init);                                                                \
+                     const T *b, fl_idx ldb, fl_idx gp, fl_idx bgs, T *c, fl_idx ldc,              \
+                     int accumulate, const T *init);                                                \
         /* One row, nblk unit blocks: g holds the pre-activations (i, f, g, o panels per block);   \
          * writes c = f*c_prev + i*g and h = o*tanh(c). When tc is not NULL (training) also writes \
          * tanh(c) to tc and the activated gates back into g. */                                    \

@@ -103,9 +103,13 @@ FL_INLINE V fl_tanh(V x)
  * GEMM over packed panels: one register tile of mr rows x nv panels, summed over kc values of k. */
 
 FL_INLINE void fl_tile(const int mr, const int nv, fl_idx kc, const T *a, fl_idx rsa, fl_idx csa,
-                       const T *b, fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int accumulate,
+                       const T *const *b, fl_idx ldb, T *c, fl_idx ldc, int accumulate,
                        const T *init)
 {
+    const T *bp[8]; /* panel v's row k is bp[v] + k*ldb */
+#pragma GCC unroll 8
+    for (int v = 0; v < nv; v++)
+        bp[v] = b[v];
     V acc[4][8];
 #pragma GCC unroll 4
     for (int r = 0; r < mr; r++)
@@ -117,7 +121,7 @@ FL_INLINE void fl_tile(const int mr, const int nv, fl_idx kc, const T *a, fl_idx
         V bv[8];
 #pragma GCC unroll 8
         for (int v = 0; v < nv; v++)
-            bv[v] = v_load(b + v * bps + k * ldb);
+            bv[v] = v_load(bp[v] + k * ldb);
 #pragma GCC unroll 4
         for (int r = 0; r < mr; r++) {
             V av = v_set1(a[r * rsa + k * csa]);
@@ -133,16 +137,16 @@ FL_INLINE void fl_tile(const int mr, const int nv, fl_idx kc, const T *a, fl_idx
             v_store(c + r * ldc + v * NR, acc[r][v]);
 }
 
-typedef void (*fl_tile_fn)(fl_idx, const T *, fl_idx, fl_idx, const T *, fl_idx, fl_idx, T *,
+typedef void (*fl_tile_fn)(fl_idx, const T *, fl_idx, fl_idx, const T *const *, fl_idx, T *,
                            fl_idx, int, const T *);
 
 /* One function per tile shape, so each has its loops fully unrolled and its tile in registers. */
 #define FL_TILE(R, N)                                                                               \
-    static void FL(tile_##R##x##N)(fl_idx kc, const T *a, fl_idx rsa, fl_idx csa, const T *b,     \
-                                   fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int acc,              \
+    static void FL(tile_##R##x##N)(fl_idx kc, const T *a, fl_idx rsa, fl_idx csa,                 \
+                                   const T *const *b, fl_idx ldb, T *c, fl_idx ldc, int acc,       \
                                    const T *init)                                                   \
     {                                                                                               \
-        fl_tile(R, N, kc, a, rsa, csa, b, ldb, bps, c, ldc, acc, init);                             \
+        fl_tile(R, N, kc, a, rsa, csa, b, ldb, c, ldc, acc, init);                                  \
     }
 #define FL_TILE_ROW(R) FL_TILE(R, 1) FL_TILE(R, 2) FL_TILE(R, 3) FL_TILE(R, 4)
 FL_TILE_ROW(1) FL_TILE_ROW(2) FL_TILE_ROW(3) FL_TILE_ROW(4)
@@ -159,7 +163,7 @@ static const fl_tile_fn FL(tiles)[5][9] = {
 };
 
 void FL(gemm)(fl_idx M, fl_idx P, fl_idx K, const T *a, fl_idx rsa, fl_idx csa, const T *b,
-              fl_idx ldb, fl_idx bps, T *c, fl_idx ldc, int accumulate, const T *init)
+              fl_idx ldb, fl_idx gp, fl_idx bgs, T *c, fl_idx ldc, int accumulate, const T *init)
 {
     /* A single row has no row reuse: give it more panels, for enough independent FMA chains. */
     const fl_idx nv_max = (M == 1) ? FL_NV1 : FL_NV;
@@ -170,11 +174,13 @@ void FL(gemm)(fl_idx M, fl_idx P, fl_idx K, const T *a, fl_idx rsa, fl_idx csa, 
         const T *ini = (k0 == 0) ? init : NULL;
         for (fl_idx p0 = 0; p0 < P; p0 += nv_max) {
             const int nv = (int)((P - p0 < nv_max) ? P - p0 : nv_max);
+            const T *bp[8];
+            for (int v = 0; v < nv; v++)
+                bp[v] = b + ((p0 + v) / gp) * bgs + ((p0 + v) % gp) * NR + k0 * ldb;
             for (fl_idx m0 = 0; m0 < M; m0 += FL_MR) {
                 const int mr = (int)((M - m0 < FL_MR) ? M - m0 : FL_MR);
-                FL(tiles)[mr][nv](kc, a + m0 * rsa + k0 * csa, rsa, csa, b + p0 * bps + k0 * ldb,
-                                  ldb, bps, c + m0 * ldc + p0 * NR, ldc, acc,
-                                  ini ? ini + p0 * NR : NULL);
+                FL(tiles)[mr][nv](kc, a + m0 * rsa + k0 * csa, rsa, csa, bp, ldb,
+                                  c + m0 * ldc + p0 * NR, ldc, acc, ini ? ini + p0 * NR : NULL);
             }
         }
         k0 += kc;

@@ -1,0 +1,28 @@
+# Type stub for the compiled fastlstm._kernels (src/_kernels.pyx). Arrays are 1-D C-contiguous
+# views of buffers fastlstm/model.py prepares; Cython types kept as comments.
+import numpy as np
+
+def forward(
+    x: np.ndarray,  # const floating[::1]
+    xs_t: int, xs_b: int, T: int, B: int, I: int, H: int,
+    w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray | None,  # const floating[::1]
+    gates: np.ndarray, chunk: int,  # floating[::1]
+    h_state: np.ndarray, c_state: np.ndarray, tc_state: np.ndarray | None,  # floating[::1]
+    y: np.ndarray, ys_t: int, ys_b: int,  # floating[::1]
+    num_threads: int = ...,
+) -> int: ...
+def backward(
+    T: int, B: int, I: int, H: int,
+    gates: np.ndarray, c_state: np.ndarray, tc_state: np.ndarray, h_state: np.ndarray,
+    xpad: np.ndarray, w_ih_t: np.ndarray, w_hh_t: np.ndarray,  # const floating[::1]
+    dy: np.ndarray | None, dys_t: int, dys_b: int,  # const floating[::1]
+    dh: np.ndarray, dc: np.ndarray, dgates: np.ndarray, dx: np.ndarray,  # floating[::1]
+    dw_ih: np.ndarray, dw_hh: np.ndarray, db: np.ndarray | None,  # floating[::1]
+    num_threads: int = ...,
+) -> int: ...
+def openmp_enabled() -> bool: ...
+def max_threads() -> int: ...
+def isa() -> str: ...
+def isa_supported(name: str) -> bool: ...
+def best_isa() -> str: ...
+def select_isa(name: str) -> None: ...

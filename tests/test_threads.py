@@ -1,0 +1,511 @@
+"""Threads, determinism and the process-level contract.
+
+fastlstm promises results that are *bitwise* identical for any num_threads, from run to run, for
+each batch row alone or in a batch, and for a sequence run in chunks while carrying (h, c). These
+tests check each of those promises with np.array_equal (never allclose), on shapes chosen to hit
+both work splits of the kernels:
+
+- batch split (B >= threads used): each thread owns whole batch rows, no barrier per step;
+- unit split (B < threads used): each thread owns blocks of 16 (float32) / 8 (float64) hidden
+  units, one barrier per step; H not a multiple of the block gives a partial last block.
+
+Threads used by a call = min(num_threads, max(B, ceil(H / block))).
+
+They also check the team size really used (openmp_info()['last_num_threads']), that calls from
+many Python threads on one shared model agree with serial calls, that no input is written to, and
+that importing/running fastlstm leaves the floating-point environment (FTZ/DAZ) alone.
+"""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+DTYPES = [np.float32, np.float64]
+BLOCK = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+GRAD_KEYS = ("x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+# (T, B, I, H, why). Threads requested are 1..4 on each.
+SHAPES = [
+    (6, 1, 7, 100, "B=1: unit split for >1 thread, partial last unit block (100 = 6*16 + 4)"),
+    (5, 3, 4, 100, "B=3: batch split with uneven rows for 2 threads, unit split for 4"),
+    (5, 3, 4, 5, "tiny H=5 (one partial block): at most B=3 threads, batch split"),
+    (4, 17, 3, 5, "B=17: batch split with uneven rows for 2, 3 and 4 threads"),
+    (3, 2, 33, 40, "I=33 > one panel, H=40 (2.5 float32 blocks, 5 float64 blocks)"),
+    (3, 5, 2, 130, "H=130: many unit blocks, B=5 batch split"),
+    (2, 2, 260, 300, "I=260, H=300 > 256: the GEMMs' K loop runs in two blocks"),
+    (20, 17, 3, 24, "T*B=340 > 256: the weight-gradient GEMMs' K loop runs in two blocks"),
+]
+
+
+def _data(rng, T, B, I, H, dtype, batch_first):
+    """Random x, hx and upstream gradients, in the model's dtype and the user's layout."""
+    xs = (B, T, I) if batch_first else (T, B, I)
+    ys = (B, T, H) if batch_first else (T, B, H)
+    x = rng.standard_normal(xs).astype(dtype)
+    h0 = rng.standard_normal((1, B, H)).astype(dtype)
+    c0 = rng.standard_normal((1, B, H)).astype(dtype)
+    gy = rng.standard_normal(ys).astype(dtype)
+    gh = rng.standard_normal((1, B, H)).astype(dtype)
+    gc = rng.standard_normal((1, B, H)).astype(dtype)
+    return x, (h0, c0), (gy, gh, gc)
+
+
+def _everything(model, x, hx, up, nt):
+    """Every array a user can get from one inference, one training forward and one backward."""
+    y, (h, c) = model(x, hx, num_threads=nt)
+    y2, (h2, c2), backprop = model.forward_train(x, hx, num_threads=nt)
+    grads = backprop(*up, num_threads=nt)
+    out = {"infer.output": y, "infer.h_n": h, "infer.c_n": c,
+           "train.output": y2, "train.h_n": h2, "train.c_n": c2}
+    out.update({"grad." + k: grads[k] for k in GRAD_KEYS})
+    return out
+
+
+def _assert_bitwise(ref, got, context):
+    assert ref.keys() == got.keys()
+    bad = [k for k in ref if not (ref[k].dtype == got[k].dtype and np.array_equal(ref[k], got[k]))]
+    assert not bad, f"{context}: not bitwise equal: {bad}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Determinism across num_threads and run to run
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+def test_bitwise_identical_across_num_threads(isa, dtype, batch_first):
+    rng = np.random.default_rng(2024)
+    for T, B, I, H, why in SHAPES:
+        model = fastlstm.LSTM(I, H, batch_first=batch_first, dtype=dtype, seed=7)
+        x, hx, up = _data(rng, T, B, I, H, dtype, batch_first)
+        ref = _everything(model, x, hx, up, 1)
+        # inference and training forward are the same computation
+        assert np.array_equal(ref["infer.output"], ref["train.output"]), why
+        assert np.array_equal(ref["infer.h_n"], ref["train.h_n"]), why
+        assert np.array_equal(ref["infer.c_n"], ref["train.c_n"]), why
+        for nt in (2, 3, 4, None):
+            _assert_bitwise(ref, _everything(model, x, hx, up, nt),
+                            f"isa={isa} {np.dtype(dtype).name} T,B,I,H={T, B, I, H} "
+                            f"batch_first={batch_first} num_threads={nt} ({why})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_bitwise_identical_across_num_threads_no_bias_unbatched(dtype):
+    rng = np.random.default_rng(5)
+    model = fastlstm.LSTM(3, 50, bias=False, dtype=dtype, seed=3)
+    x = rng.standard_normal((7, 3)).astype(dtype)  # unbatched: B=1, unit split
+    hx = (rng.standard_normal((1, 50)).astype(dtype), rng.standard_normal((1, 50)).astype(dtype))
+    up = (rng.standard_normal((7, 50)).astype(dtype), None, None)
+    y, (h, c) = model(x, hx, num_threads=1)
+    _, _, bp = model.forward_train(x, hx, num_threads=1)
+    g_ref = bp(*up, num_threads=1)
+    assert "bias_ih_l0" not in g_ref
+    for nt in (2, 3, 4):
+        y2, (h2, c2) = model(x, hx, num_threads=nt)
+        assert np.array_equal(y, y2) and np.array_equal(h, h2) and np.array_equal(c, c2)
+        _, _, bp = model.forward_train(x, hx, num_threads=nt)
+        g = bp(*up, num_threads=nt)
+        for k in g_ref:
+            assert np.array_equal(g_ref[k], g[k]), (nt, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(6, 1, 7, 100), (5, 3, 4, 100), (4, 17, 3, 5)],
+                         ids=["B1_H100", "B3_H100", "B17_H5"])
+def test_bitwise_identical_over_20_repeated_calls(dtype, shape):
+    T, B, I, H = shape
+    rng = np.random.default_rng(99)
+    model = fastlstm.LSTM(I, H, dtype=dtype, seed=11)
+    x, hx, up = _data(rng, T, B, I, H, dtype, False)
+    ref = _everything(model, x, hx, up, 2)
+    _, _, backprop = model.forward_train(x, hx, num_threads=2)
+    for k in range(20):
+        nt = (1, 2, 3, 4)[k % 4]
+        _assert_bitwise(ref, _everything(model, x, hx, up, nt), f"call {k}, num_threads={nt}")
+        # one backprop closure called again and again gives the same gradients
+        g = backprop(*up, num_threads=nt)
+        for key in GRAD_KEYS:
+            assert np.array_equal(ref["grad." + key], g[key]), (k, key)
+
+
+# ------------------------------------------------------------------------------------------------
+# The team size really used
+
+
+def _useful(B, H, dtype):
+    return max(B, -(-H // BLOCK[np.dtype(dtype)]), 1)
+
+
+def test_openmp_enabled():
+    if os.environ.get("CI") == "true":
+        assert fastlstm.openmp_enabled(), (
+            "fastlstm was built without OpenMP on CI: the build silently lost it "
+            "(see the warning from setup.py's OpenMP probe)")
+    elif not fastlstm.openmp_enabled():
+        pytest.skip("fastlstm was built without OpenMP (setup.py's probe failed): every call "
+                    "runs on one thread; set CI=true to make this a failure")
+    info = fastlstm.openmp_info()
+    assert info["enabled"] is True
+    assert info["max_threads"] >= 1
+
+
+requires_openmp = pytest.mark.skipif(not fastlstm.openmp_enabled(),
+                                     reason="built without OpenMP: every call runs on 1 thread")
+
+
+def _team_after(fn):
+    fn()
+    return fastlstm.openmp_info()["last_num_threads"]
+
+
+@requires_openmp
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("B,H", [(2, 5), (4, 20), (1, 100), (3, 100)])
+def test_team_size_two_and_one(dtype, B, H):
+    """num_threads=2 on a shape with at least 2 rows or unit blocks runs a team of 2; 1 runs 1."""
+    assert _useful(B, H, dtype) >= 2
+    rng = np.random.default_rng(0)
+    model = fastlstm.LSTM(3, H, dtype=dtype, seed=0)
+    x, hx, up = _data(rng, 4, B, 3, H, dtype, False)
+    for nt in (2, 1, 2):
+        assert _team_after(lambda: model(x, hx, num_threads=nt)) == nt
+        _, _, backprop = model.forward_train(x, hx, num_threads=nt)
+        assert fastlstm.openmp_info()["last_num_threads"] == nt
+        assert _team_after(lambda: backprop(*up, num_threads=nt)) == nt
+        # backprop's own num_threads, not the forward's, decides its team
+        assert _team_after(lambda: backprop(*up, num_threads=3 - nt)) == 3 - nt
+
+
+@requires_openmp
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("B,H", [(1, 5), (3, 5), (2, 5), (1, 100), (17, 5), (1, 16), (1, 17)])
+def test_team_size_is_capped_by_useful_work(dtype, B, H):
+    """More threads than rows or unit blocks: only max(B, ceil(H/block)) start."""
+    rng = np.random.default_rng(1)
+    model = fastlstm.LSTM(2, H, dtype=dtype, seed=0)
+    x, hx, up = _data(rng, 3, B, 2, H, dtype, False)
+    useful = _useful(B, H, dtype)
+    for nt in (1, 2, 3, 4, 64):
+        expected = min(nt, useful)
+        assert _team_after(lambda: model(x, hx, num_threads=nt)) == expected, (nt, useful)
+        _, _, backprop = model.forward_train(x, hx, num_threads=nt)
+        assert fastlstm.openmp_info()["last_num_threads"] == expected
+        assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected
+
+
+@requires_openmp
+@pytest.mark.parametrize("B,H", [(4, 20), (1, 100), (1, 5), (8, 64)])
+def test_num_threads_none_uses_max_threads(B, H):
+    rng = np.random.default_rng(2)
+    model = fastlstm.LSTM(2, H, seed=0)
+    x, hx, up = _data(rng, 3, B, 2, H, np.float32, False)
+    info = fastlstm.openmp_info()
+    expected = min(info["max_threads"], _useful(B, H, np.float32))
+    assert _team_after(lambda: model(x, hx)) == expected
+    _, _, backprop = model.forward_train(x, hx)
+    assert fastlstm.openmp_info()["last_num_threads"] == expected
+    assert _team_after(lambda: backprop(*up)) == expected
+
+
+def test_last_num_threads_is_per_python_thread():
+    """A call in another Python thread does not change what this thread reports."""
+    model = fastlstm.LSTM(2, 5, seed=0)
+    model(np.zeros((2, 1, 2), np.float32), num_threads=1)
+    assert fastlstm.openmp_info()["last_num_threads"] == 1
+    seen = {}
+
+    def other():
+        seen["before"] = fastlstm.openmp_info()["last_num_threads"]
+        model(np.zeros((2, 4, 2), np.float32), num_threads=4)
+        seen["after"] = fastlstm.openmp_info()["last_num_threads"]
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen["before"] is None
+    assert seen["after"] == (4 if fastlstm.openmp_enabled() else 1)
+    assert fastlstm.openmp_info()["last_num_threads"] == 1
+
+
+def test_without_openmp_every_call_is_one_thread():
+    if fastlstm.openmp_enabled():
+        pytest.skip("built with OpenMP")
+    model = fastlstm.LSTM(2, 100, seed=0)
+    model(np.zeros((2, 4, 2), np.float32), num_threads=4)
+    assert fastlstm.openmp_info()["last_num_threads"] == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Batch independence: a row in a batch equals that sequence alone
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+@pytest.mark.parametrize("B,H", [(5, 100), (17, 5), (3, 40)])
+def test_each_batch_row_equals_that_sequence_alone(dtype, batch_first, B, H):
+    T, I = 6, 4
+    rng = np.random.default_rng(31)
+    model = fastlstm.LSTM(I, H, batch_first=batch_first, dtype=dtype, seed=4)
+    x, (h0, c0), (gy, gh, gc) = _data(rng, T, B, I, H, dtype, batch_first)
+    bax = 0 if batch_first else 1  # batch axis of x / output
+    alone = []
+    for b in range(B):
+        xb = np.take(x, [b], axis=bax)
+        hxb = (h0[:, b:b + 1], c0[:, b:b + 1])
+        nt = 1 + b % 2  # B=1 runs the unit split with 2 threads when H > one block
+        yb, (hb, cb) = model(xb, hxb, num_threads=nt)
+        ybt, _, bpb = model.forward_train(xb, hxb, num_threads=nt)
+        assert np.array_equal(yb, ybt)
+        gb = bpb(np.take(gy, [b], axis=bax), gh[:, b:b + 1], gc[:, b:b + 1], num_threads=nt)
+        alone.append((yb, hb, cb, gb))
+    for nt in (1, 2, 4):
+        y, (h, c) = model(x, (h0, c0), num_threads=nt)
+        yt, _, backprop = model.forward_train(x, (h0, c0), num_threads=nt)
+        assert np.array_equal(y, yt)
+        g = backprop(gy, gh, gc, num_threads=nt)
+        for b, (yb, hb, cb, gb) in enumerate(alone):
+            where = f"row {b} of {B}, num_threads={nt}"
+            assert np.array_equal(np.take(y, [b], axis=bax), yb), where
+            assert np.array_equal(h[:, b:b + 1], hb), where
+            assert np.array_equal(c[:, b:b + 1], cb), where
+            assert np.array_equal(np.take(g["x"], [b], axis=bax), gb["x"]), where
+            assert np.array_equal(g["h0"][:, b:b + 1], gb["h0"]), where
+            assert np.array_equal(g["c0"][:, b:b + 1], gb["c0"]), where
+
+
+def test_batch_row_equals_unbatched_run():
+    rng = np.random.default_rng(8)
+    model = fastlstm.LSTM(3, 24, seed=1)
+    x = rng.standard_normal((5, 4, 3)).astype(np.float32)
+    y, (h, c) = model(x, num_threads=2)
+    for b in range(4):
+        yb, (hb, cb) = model(x[:, b], num_threads=2)
+        assert np.array_equal(y[:, b], yb)
+        assert np.array_equal(h[:, b], hb) and np.array_equal(c[:, b], cb)
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming: a sequence in chunks, carrying (h_n, c_n), equals one run
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+@pytest.mark.parametrize("B,H", [(1, 100), (3, 20), (17, 5)])
+def test_streaming_in_two_chunks_equals_one_run(dtype, batch_first, B, H):
+    T, I = 9, 3
+    rng = np.random.default_rng(17)
+    model = fastlstm.LSTM(I, H, batch_first=batch_first, dtype=dtype, seed=2)
+    x, hx, _ = _data(rng, T, B, I, H, dtype, batch_first)
+    tax = 1 if batch_first else 0  # time axis
+
+    def steps(a, lo, hi):
+        return a[:, lo:hi] if batch_first else a[lo:hi]
+
+    y, (h, c) = model(x, hx, num_threads=2)
+    for k in (0, 1, 2, 4, 8, 9):
+        for nt in (1, 2):
+            y1, (h1, c1) = model(steps(x, 0, k), hx, num_threads=nt)
+            assert np.array_equal(y1, steps(y, 0, k)), f"out(x)[:{k}] != out(x[:{k}])"
+            y2, (h2, c2) = model(steps(x, k, T), (h1, c1), num_threads=3 - nt)
+            assert np.array_equal(np.concatenate([y1, y2], axis=tax), y), k
+            assert np.array_equal(h2, h) and np.array_equal(c2, c), k
+            # the same with the training forward
+            y1t, (h1t, c1t), _ = model.forward_train(steps(x, 0, k), hx, num_threads=nt)
+            y2t, (h2t, c2t), _ = model.forward_train(steps(x, k, T), (h1t, c1t), num_threads=nt)
+            assert np.array_equal(np.concatenate([y1t, y2t], axis=tax), y), k
+            assert np.array_equal(h2t, h) and np.array_equal(c2t, c), k
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_streaming_one_step_at_a_time(dtype):
+    rng = np.random.default_rng(3)
+    model = fastlstm.LSTM(5, 33, dtype=dtype, seed=9)
+    x, hx, _ = _data(rng, 12, 2, 5, 33, dtype, False)
+    y, (h, c) = model(x, hx)
+    state, outs = hx, []
+    for t in range(12):
+        yt, state = model(x[t:t + 1], state, num_threads=1 + t % 3)
+        outs.append(yt)
+    assert np.array_equal(np.concatenate(outs), y)
+    assert np.array_equal(state[0], h) and np.array_equal(state[1], c)
+    # and unbatched, one step at a time
+    y0, (h0n, c0n) = model(x[:, 0], (hx[0][:, 0], hx[1][:, 0]))
+    state, outs = (hx[0][:, 0], hx[1][:, 0]), []
+    for t in range(12):
+        yt, state = model(x[t:t + 1, 0], state)
+        outs.append(yt)
+    assert np.array_equal(np.concatenate(outs), y0) and np.array_equal(y0, y[:, 0])
+    assert np.array_equal(state[0], h0n) and np.array_equal(state[1], c0n)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+def test_long_inference_chunks_equal_training_forward(batch_first):
+    """Inference projects the input a chunk of steps at a time (bounded memory); training does all
+    steps at once. Shapes big enough that inference runs several chunks (here 32 steps, and 1
+    step with a wide batch) must still agree bitwise with training and with the streamed run."""
+    rng = np.random.default_rng(4)
+    for T, B, I, H in [(40, 64, 8, 256), (3, 4200, 2, 64)]:
+        model = fastlstm.LSTM(I, H, batch_first=batch_first, seed=5)
+        x, hx, _ = _data(rng, T, B, I, H, np.float32, batch_first)
+        y, (h, c) = model(x, hx, num_threads=2)
+        yt, (ht, ct), _ = model.forward_train(x, hx, num_threads=1)
+        assert np.array_equal(y, yt), (T, B, I, H)
+        assert np.array_equal(h, ht) and np.array_equal(c, ct), (T, B, I, H)
+
+
+# ------------------------------------------------------------------------------------------------
+# Many Python threads on one model
+
+
+def _serial_and_threaded(model, jobs, n_threads=8, calls=20):
+    """Run every job once serially, then n_threads x calls times concurrently (all threads
+    released together by a barrier); returns a list of failures."""
+    expected = [job() for job in jobs]
+    barrier = threading.Barrier(n_threads)
+    failures = []
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for i in range(calls):
+                j = (k + i) % len(jobs)
+                got = jobs[j]()
+                for key in expected[j]:
+                    if not np.array_equal(expected[j][key], got[key]):
+                        failures.append((k, i, j, key))
+        except Exception as exc:  # reported below, never swallowed
+            failures.append((k, repr(exc)))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    return failures
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_concurrent_calls_on_one_shared_model(dtype):
+    rng = np.random.default_rng(6)
+    model = fastlstm.LSTM(4, 40, dtype=dtype, seed=12)
+    jobs = []
+    for T, B, nt in [(5, 1, 2), (4, 3, 2), (6, 6, 1), (3, 2, None)]:
+        x, hx, up = _data(rng, T, B, 4, 40, dtype, False)
+
+        def infer(x=x, hx=hx, nt=nt):
+            y, (h, c) = model(x, hx, num_threads=nt)
+            return {"y": y, "h": h, "c": c}
+
+        def train(x=x, hx=hx, up=up, nt=nt):
+            y, (h, c), backprop = model.forward_train(x, hx, num_threads=nt)
+            g = backprop(*up, num_threads=nt)
+            return dict(g, y=y, h=h, c=c)
+
+        jobs += [infer, train]
+    failures = _serial_and_threaded(model, jobs)
+    assert not failures, failures[:10]
+
+
+def test_concurrent_backprop_of_one_forward():
+    """One backprop closure called from many threads at once."""
+    rng = np.random.default_rng(7)
+    model = fastlstm.LSTM(3, 20, seed=1)
+    x, hx, up = _data(rng, 5, 2, 3, 20, np.float32, False)
+    _, _, backprop = model.forward_train(x, hx)
+    jobs = [lambda: backprop(*up, num_threads=2), lambda: backprop(up[0], num_threads=1)]
+    failures = _serial_and_threaded(model, jobs)
+    assert not failures, failures[:10]
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs are never written to
+
+
+def _snap(*arrays):
+    return [(a.shape, a.dtype, a.tobytes()) for a in arrays]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+@pytest.mark.parametrize("B,H", [(1, 100), (3, 16), (5, 5)])
+def test_inputs_and_parameters_untouched(dtype, batch_first, B, H):
+    rng = np.random.default_rng(10)
+    model = fastlstm.LSTM(3, H, batch_first=batch_first, dtype=dtype, seed=1)
+    # inputs already in the model dtype and contiguous, so the library could use them in place
+    x, (h0, c0), (gy, gh, gc) = _data(rng, 4, B, 3, H, dtype, batch_first)
+    params = {k: v.copy() for k, v in model.parameters().items()}
+    before = _snap(x, h0, c0, gy, gh, gc)
+    for nt in (1, 2):
+        model(x, (h0, c0), num_threads=nt)
+        assert _snap(x, h0, c0, gy, gh, gc) == before
+        _, _, backprop = model.forward_train(x, (h0, c0), num_threads=nt)
+        assert _snap(x, h0, c0, gy, gh, gc) == before
+        backprop(gy, gh, gc, num_threads=nt)
+        backprop(gy, num_threads=nt)
+        backprop(None, gh, num_threads=nt)
+        backprop(None, None, gc, num_threads=nt)
+        assert _snap(x, h0, c0, gy, gh, gc) == before
+    after = model.parameters()
+    assert after.keys() == params.keys()
+    for k in params:
+        assert after[k].dtype == params[k].dtype and np.array_equal(after[k], params[k]), k
+
+
+def test_returned_state_fed_back_is_not_modified():
+    """(h_n, c_n) of one call used as hx of the next stays what it was."""
+    model = fastlstm.LSTM(2, 16, seed=0)  # H a multiple of the block: h_n may be a view
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    _, (h, c) = model(x)
+    snap = _snap(h, c)
+    model(x, (h, c))
+    _, _, bp = model.forward_train(x, (h, c))
+    bp(grad_h_n=h, grad_c_n=c)
+    assert _snap(h, c) == snap
+
+
+# ------------------------------------------------------------------------------------------------
+# The floating-point environment
+
+
+def _assert_no_ftz_daz():
+    assert np.float64(5e-324) != 0
+    assert np.finfo(np.float32).smallest_subnormal > 0
+    tiny = np.float32(1e-45)
+    assert tiny != 0
+    assert tiny * np.float32(1) != 0, "float32 subnormal flushed: FTZ/DAZ is on in this process"
+    assert np.float64(5e-324) * np.float64(1) != 0
+    assert np.array([1e-45], np.float32).sum() > 0
+    assert np.float32(1e-38) / np.float32(1e4) > 0  # producing a subnormal, not flushing it
+
+
+def test_no_ftz_daz_after_import_and_calls():
+    import fastlstm._kernels  # noqa: F401  (the extension itself is loaded)
+
+    _assert_no_ftz_daz()
+    for dtype in DTYPES:
+        model = fastlstm.LSTM(3, 20, dtype=dtype, seed=0)
+        x = np.random.default_rng(0).standard_normal((4, 3, 3)).astype(dtype)
+        for nt in (1, 2):
+            y, _ = model(x, num_threads=nt)
+            _, _, bp = model.forward_train(x, num_threads=nt)
+            bp(np.ones_like(y), num_threads=nt)
+            _assert_no_ftz_daz()
+    # and in another Python thread (OpenMP workers are not this thread, but the caller is)
+    errors = []
+
+    def other():
+        try:
+            fastlstm.LSTM(3, 20, seed=0)(np.ones((2, 2, 3), np.float32), num_threads=2)
+            _assert_no_ftz_daz()
+        except AssertionError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert not errors, errors
+
