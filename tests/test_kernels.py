@@ -9,12 +9,13 @@ and only their arithmetic differs.
 Bounds (the same for every kernel variant):
 
 * float64: ``<= 1e-12`` for output, h_n, c_n; ``<= 1e-10`` for gradients (longer sums).
-* float32: ``<= max(RATIO32 * level32, 4 * eps32)`` and ``<= 1e-5``, where ``level32`` is the
-  error of the float32 NumPy reference itself. The floor ``4 * eps32`` is needed because that
-  NumPy error can be exactly 0 on trivial shapes (T = B = I = H = 1 with zero states: a few
-  roundings that happen to be exact), which would otherwise demand a bitwise match.
-  Also, over a whole sweep, the *median* of ``err / max(level32, 4 * eps32)`` must be
-  ``<= 2``: typically the kernels are at least as accurate as NumPy (observed medians 0.3-0.6).
+* float32: ``<= max(RATIO32 * level, 4 * eps32)`` and ``<= 1e-5``, ``level`` being the case's
+  reference error level (below; in practice the float32 NumPy reference's own error vs the
+  float64 one). The floor ``4 * eps32`` is needed because that NumPy error can be exactly 0 on
+  trivial shapes (T = B = I = H = 1 with zero states: a few roundings that happen to be exact),
+  which would otherwise demand a bitwise match. And over each sweep the *median* of
+  ``err / max(NumPy float32 error, 4 * eps32)`` must be ``<= 2``: typically the kernels are at
+  least as accurate as NumPy (observed median 0.39 on every variant).
 
 Conditioning allowance. A scaled error is the relative error of the largest entry. When an
 array has one or a few entries (B = H = 1) that entry may come out of heavy cancellation, and then
@@ -31,8 +32,9 @@ do), scaled by eps64/eps32 for float64. On well-conditioned cases ``level`` is ~
 RATIO32 is 8, not 2, per case: the kernels sum each dot product in one sequential chain (that is
 what makes them bitwise deterministic), BLAS with several partial sums, so on long reductions with
 one or a few outputs (dx for I=1 sums 4H terms, dW for H=1 sums T*B terms) a single case can be up
-to ~6x worse than NumPy (observed over the full 768-case grid); the median check above keeps
-"no worse than 2x NumPy" for the typical case.
+to ~6x worse than that level (observed over the full 768-case grid, float32 forward + backward);
+the median check keeps "no worse than 2x NumPy" for the typical case. The activation test below
+bounds sigmoid and tanh directly (<= 2 eps; observed 1.09), which the parity bounds cannot.
 """
 import functools
 import itertools
@@ -326,8 +328,9 @@ def test_activation_accuracy(isa, dtype):
         assert np.all(np.isfinite(got)) and np.all(np.abs(got) <= 1)
         normal = np.abs(ref) >= tiny
         rel = (np.abs(got - ref)[normal] / (np.abs(ref[normal]) * eps)).astype(np.float64)
+        worst = z[normal][rel.argmax()]
         assert rel.max() <= ACTIVATION_ULPS, (
-            f"{probe} ({dtype.name}, isa={isa}): {rel.max():.2f} eps at x={z[normal][rel.argmax()]!r}")
+            f"{probe} ({dtype.name}, isa={isa}): {rel.max():.2f} eps at x={worst!r}")
         assert np.all(np.abs(got - ref)[~normal] <= tiny)
         nonzero = ref != 0
         assert np.array_equal(np.signbit(got[nonzero]), np.signbit(ref[nonzero]))
