@@ -22,6 +22,6 @@ cdef int lstm_backward(
     const floating *h_state, const floating *xpad,
     const floating *w_ih_t, const floating *w_hh_t,
     const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
-    floating *dh, floating *dc, floating *dgates,
-    floating *dx, floating *dw_ih, floating *dw_hh, floating *db,
+    floating *dh, floating *dc, floating *dgates, Py_ssize_t chunk,
+    floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
     int num_threads) noexcept nogil

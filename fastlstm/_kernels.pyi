@@ -16,7 +16,8 @@ def backward(
     gates: np.ndarray, c_state: np.ndarray, tc_state: np.ndarray, h_state: np.ndarray,
     xpad: np.ndarray, w_ih_t: np.ndarray, w_hh_t: np.ndarray,  # const floating[::1]
     dy: np.ndarray | None, dys_t: int, dys_b: int,  # const floating[::1]
-    dh: np.ndarray, dc: np.ndarray, dgates: np.ndarray, dx: np.ndarray,  # floating[::1]
+    dh: np.ndarray, dc: np.ndarray, dgates: np.ndarray, chunk: int,  # floating[::1]
+    dx: np.ndarray,  # floating[::1]
     dw_ih: np.ndarray, dw_hh: np.ndarray, db: np.ndarray | None,  # floating[::1]
     num_threads: int = ...,
 ) -> int: ...

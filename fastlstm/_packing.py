@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 
+from . import _kernels
+
 PANEL = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
@@ -36,8 +38,8 @@ class Packed:
     w_ih: np.ndarray  # forward, (Hp/NR, I, 4*NR): W_ih^T, one slab per unit block
     w_hh: np.ndarray  # forward, (Hp/NR, H, 4*NR): W_hh^T, one slab per unit block
     bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
-    w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): panels of W_ih, rows interleaved
-    w_hh_t: np.ndarray  # backward, (Hp/NR, 4Hp, NR): panels of W_hh, rows interleaved
+    w_ih_t: np.ndarray  # backward, (4Hp, Ip): W_ih, rows interleaved, zero-padded
+    w_hh_t: np.ndarray  # backward, (4Hp, Hp): W_hh, rows interleaved, zero-padded
     to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
 
     @property
@@ -45,10 +47,12 @@ class Packed:
         return self.w_ih.dtype
 
 
-def _slabs_of_columns(m, width):
-    """(K, N) -> (N/width, K, width), N a multiple of width: each slab's K rows contiguous."""
-    K, N = m.shape
-    return np.ascontiguousarray(m.reshape(K, N // width, width).transpose(1, 0, 2))
+def _slabs(rows, K, width):
+    """(N, >=K) rows -> (N/width, K, width): slab u is the transpose of rows [u*width, (u+1)*width)
+    (a compiled loop: NumPy's transposed copies are slow on large matrices)."""
+    out = np.empty((rows.shape[0] // width, K, width), rows.dtype)
+    _kernels.pack_slabs(rows, out)
+    return out
 
 
 def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
@@ -79,10 +83,10 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
     return Packed(
         input_size=input_size,
         hidden_size=hidden_size,
-        w_ih=_slabs_of_columns(wih_rows[:, :input_size].T, 4 * panel),
-        w_hh=_slabs_of_columns(whh_rows[:, :hidden_size].T, 4 * panel),
+        w_ih=_slabs(wih_rows, input_size, 4 * panel),
+        w_hh=_slabs(whh_rows, hidden_size, 4 * panel),
         bias=bias,
-        w_ih_t=_slabs_of_columns(wih_rows, panel),
-        w_hh_t=_slabs_of_columns(whh_rows, panel),
+        w_ih_t=wih_rows,
+        w_hh_t=whh_rows,
         to_torch_rows=to_torch,
     )

@@ -318,7 +318,8 @@ class LSTM:
             dh[:, :H] = dh_n.reshape(B, H)
         if dc_n is not None:
             dc[:, :H] = dc_n.reshape(B, H)
-        dgates = np.empty((T, B, 4 * Hp), self.dtype)
+        chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
+        dgates = np.empty(chunk * B * 4 * Hp, self.dtype)
         dx = np.empty((T, B, Ip), self.dtype)
         dw_ih = np.empty((4 * Hp, Ip), self.dtype)
         dw_hh = np.empty((4 * Hp, Hp), self.dtype)
@@ -328,7 +329,7 @@ class LSTM:
             T, B, I, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
             h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
             None if dy is None else dy.reshape(-1), dys_t, dys_b, dh.reshape(-1),
-            dc.reshape(-1), dgates.reshape(-1), dx.reshape(-1), dw_ih.reshape(-1),
+            dc.reshape(-1), dgates, chunk, dx.reshape(-1), dw_ih.reshape(-1),
             dw_hh.reshape(-1), db, nt))
         dx = dx[:, :, :I]
         if self.batch_first:

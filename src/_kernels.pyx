@@ -9,8 +9,8 @@ Layouts (NR = 16 floats or 8 doubles, one 64-byte panel; Hp = H rounded up to NR
 - packed weights (built once by fastlstm/_packing.py): w_ih (I x G4) and w_hh (H x G4) hold the
   transposed weights one unit block at a time (a K x 4*NR slab per block, so a block's four gates
   stream from one place), zero in padding, with b_ih + b_hh pre-summed into one G4 row. The
-  backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp), the weights themselves with rows in the
-  same interleaved gate order, one K x NR slab per panel (threads split them panel by panel).
+  backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp): the weights themselves, row-major, rows
+  in the same interleaved gate order.
 - h_state/c_state: slots of B x Hp. Inference keeps 2 h slots (step t reads slot t%2, writes the
   other) and 1 c slot (updated in place); training keeps all T+1 of each (slot 0 = h0/c0), and
   tc_state (T slots) holds tanh(c), so the backward recomputes no exponentials.
@@ -35,14 +35,14 @@ cdef extern from "fl_kernels.h" nogil:
         void (*gates_fwd)(fl_idx, float *, const float *, float *, float *, float *) noexcept nogil
         void (*gates_bwd)(fl_idx, const float *, const float *, const float *, const float *,
                           float *, float *) noexcept nogil
-        void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *) noexcept nogil
+        void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *, int) noexcept nogil
     ctypedef struct fl_ops_f64:
         void (*gemm)(fl_idx, fl_idx, fl_idx, const double *, fl_idx, fl_idx, const double *,
                      fl_idx, fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
         void (*gates_fwd)(fl_idx, double *, const double *, double *, double *, double *) noexcept nogil
         void (*gates_bwd)(fl_idx, const double *, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
-        void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *) noexcept nogil
+        void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *, int) noexcept nogil
     ctypedef struct fl_isa_ops:
         const char *name
         fl_ops_f32 f32
@@ -51,6 +51,7 @@ cdef extern from "fl_kernels.h" nogil:
     int fl_select(const char *name)
     int fl_supported(const char *name)
     const char *fl_best()
+    int FL_KC
 
 cdef extern from "fl_omp.h" nogil:
     int FL_OPENMP
@@ -60,7 +61,8 @@ cdef extern from "fl_omp.h" nogil:
     void fl_barrier()
 
 cdef enum:
-    ROW_BLOCK = 32  # rows of a GEMM handed out as one unit of work
+    ROW_BLOCK = 32  # rows of the input projection handed out as one unit of work
+    BIG_BLOCK = 256  # rows of the backward's big GEMMs per unit: their weights stream once per unit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,11 +104,12 @@ cdef inline void gates_bwd(const fl_isa_ops *ops, Py_ssize_t nblk, const floatin
 
 
 cdef inline void colsum(const fl_isa_ops *ops, Py_ssize_t rows, Py_ssize_t npanels,
-                        const floating *src, Py_ssize_t ld, floating *dst) noexcept nogil:
+                        const floating *src, Py_ssize_t ld, floating *dst,
+                        int accumulate) noexcept nogil:
     if floating is float:
-        ops.f32.colsum(rows, npanels, src, ld, dst)
+        ops.f32.colsum(rows, npanels, src, ld, dst, accumulate)
     else:
-        ops.f64.colsum(rows, npanels, src, ld, dst)
+        ops.f64.colsum(rows, npanels, src, ld, dst, accumulate)
 
 
 cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
@@ -266,33 +269,86 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
                   dg + b * G4 + 4 * u0 * NR)
 
 
+cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
+                           Py_ssize_t R, bint first, Py_ssize_t I, Py_ssize_t H,
+                           const floating *dgates, const floating *xpad,
+                           const floating *h_state, const floating *w_ih_t, floating *dx,
+                           floating *dw_ih, floating *dw_hh, floating *db,
+                           floating *rows) noexcept nogil:
+    """This thread's share of what R rows (t, b) of gate gradients, global rows [row0, row0+R),
+    give: their rows of dx, and their terms of dW_ih, dW_hh and db, added to the sums so far
+    (started when `first`). Each output tile belongs to one thread and takes the rows in one
+    fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values."""
+    cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
+    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r
+    nrb = (R + BIG_BLOCK - 1) // BIG_BLOCK
+    lo = share(nrb, tid, nthr)
+    hi = share(nrb, tid + 1, nthr)
+    for w in range(lo, hi):  # dx = dgates @ W_ih, by blocks of rows
+        m0 = w * BIG_BLOCK
+        m = R - m0 if R - m0 < BIG_BLOCK else BIG_BLOCK
+        gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, Ip, 1, NR,
+             dx + (row0 + m0) * Ip, Ip, 0, <floating *>NULL)
+    nrb = (G4 + BIG_BLOCK - 1) // BIG_BLOCK
+    lo = share(nrb, tid, nthr)
+    hi = share(nrb, tid + 1, nthr)
+    for w in range(lo, hi):  # dW_ih, dW_hh += dgates^T @ (x, h_prev), by blocks of rows
+        m0 = w * BIG_BLOCK
+        m = G4 - m0 if G4 - m0 < BIG_BLOCK else BIG_BLOCK
+        k0 = 0
+        while True:  # one K block at a time
+            kc = R - k0 if R - k0 < FL_KC else FL_KC
+            # this block of dgates^T as contiguous rows: the GEMM then reads A row-wise instead of
+            # striding 4*Hp values per step of k
+            for k in range(kc):
+                for r in range(m):
+                    rows[r * kc + k] = dgates[(k0 + k) * G4 + m0 + r]
+            gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
+                 dw_ih + m0 * Ip, Ip, not first or k0 > 0, <floating *>NULL)
+            gemm(ops, m, nblk, kc, rows, kc, 1, h_state + (row0 + k0) * Hp, Hp, 1, NR,
+                 dw_hh + m0 * Hp, Hp, not first or k0 > 0, <floating *>NULL)
+            k0 = k0 + kc
+            if k0 >= R:
+                break
+    if db != NULL:
+        lo = share(4 * nblk, tid, nthr)
+        hi = share(4 * nblk, tid + 1, nthr)
+        colsum(ops, R, hi - lo, dgates + lo * NR, G4, db + lo * NR, not first)
+
+
 cdef int lstm_backward(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         const floating *gates, const floating *c_state, const floating *tc_state,
         const floating *h_state, const floating *xpad,
         const floating *w_ih_t, const floating *w_hh_t,
         const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
-        floating *dh, floating *dc, floating *dgates,
-        floating *dx, floating *dw_ih, floating *dw_hh, floating *db,
+        floating *dh, floating *dc,
+        floating *dgates, Py_ssize_t chunk,
+        floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
         int num_threads) noexcept nogil:
     """Backpropagation through time over the buffers a training forward filled.
 
     dh and dc (B x Hp) hold the gradients of h_n and c_n on entry and those of h0 and c0 on exit.
-    dy (NULL when absent) is the gradient of the output, laid out like y. Writes dgates (T*B x G4),
-    dx (T*B x Ip, time-major), dw_ih (G4 x Ip), dw_hh (G4 x Hp) and db (G4, if not NULL), rows in
-    the interleaved gate order. Weight gradients sum over (t, b) in one fixed order, so they too
-    are bitwise independent of the thread count. Returns the number of threads that ran.
+    dy (NULL when absent) is the gradient of the output, laid out like y. Steps run backwards in
+    chunks of `chunk` steps, whose gate gradients (chunk*B x G4) fill `dgates` and are folded
+    into the weight gradients before the next chunk: memory stays bounded for long sequences.
+    Writes dx (T*B x Ip, time-major), dw_ih (G4 x Ip), dw_hh (G4 x Hp) and db (G4, if not NULL),
+    rows in the interleaved gate order. Weight gradients sum over (t, b) in one fixed order, so
+    they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
+    for each thread of team_size(B, Hp/NR, num_threads). Returns the number of threads that ran.
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
-    cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, S = B * Hp, TB = T * B
+    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
     cdef bint by_batch = batch_split(B, nthr)
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
-    cdef Py_ssize_t t, lo, hi, w, wlo, whi, m0, m, nrb
+    cdef Py_ssize_t t, t0, t1, lo, hi
     cdef const floating *dy_t = NULL
-    tid = n = 0; t = lo = hi = w = wlo = whi = m0 = m = nrb = 0
+    cdef floating *dg_t = NULL
+    tid = n = 0; t = t0 = t1 = lo = hi = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -301,52 +357,37 @@ cdef int lstm_backward(
             ran[0] = n
         lo = share(B if by_batch else nblk, tid, n)
         hi = share(B if by_batch else nblk, tid + 1, n)
-        t = T - 1
-        while t >= 0:
-            dy_t = NULL
-            if dy != NULL:
-                dy_t = dy + t * dys_t
-            if by_batch:
-                backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4, c_state + t * S,
-                              tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
-                # dh = dgates_t @ W_hh for this thread's rows
-                gemm(ops, hi - lo, nblk, G4, dgates + t * B * G4 + lo * G4, G4, 1, w_hh_t, NR, 1,
-                     G4 * NR, dh + lo * Hp, Hp, 0, <floating *>NULL)
-            else:
-                backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
-                              tc_state + t * S, dy_t, dys_b, dh, dc, dgates + t * B * G4)
-                fl_barrier()  # all gate gradients of step t are in
-                gemm(ops, B, hi - lo, G4, dgates + t * B * G4, G4, 1, w_hh_t + lo * G4 * NR, NR, 1,
-                     G4 * NR, dh + lo * NR, Hp, 0, <floating *>NULL)
-            t = t - 1
-        fl_barrier()
-
-        # After the loop: every gradient below is a sum over all (t, b), each output tile owned by
-        # one thread and summed in increasing (t, b).
-        nrb = (TB + ROW_BLOCK - 1) // ROW_BLOCK
-        wlo = share(nrb, tid, n)
-        whi = share(nrb, tid + 1, n)
-        for w in range(wlo, whi):  # dx = dgates @ W_ih, by blocks of rows
-            m0 = w * ROW_BLOCK
-            m = TB - m0 if TB - m0 < ROW_BLOCK else ROW_BLOCK
-            gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, NR, 1, G4 * NR,
-                 dx + m0 * Ip, Ip, 0, <floating *>NULL)
-        nrb = (G4 + ROW_BLOCK - 1) // ROW_BLOCK
-        wlo = share(2 * nrb, tid, n)
-        whi = share(2 * nrb, tid + 1, n)
-        for w in range(wlo, whi):  # dW_ih, dW_hh = dgates^T @ (x, h_prev), by blocks of rows
-            m0 = (w % nrb) * ROW_BLOCK
-            m = G4 - m0 if G4 - m0 < ROW_BLOCK else ROW_BLOCK
-            if w < nrb:
-                gemm(ops, m, Ip // NR, TB, dgates + m0, 1, G4, xpad, Ip, 1, NR, dw_ih + m0 * Ip,
-                     Ip, 0, <floating *>NULL)
-            else:
-                gemm(ops, m, nblk, TB, dgates + m0, 1, G4, h_state, Hp, 1, NR, dw_hh + m0 * Hp,
-                     Hp, 0, <floating *>NULL)
-        if db != NULL:
-            wlo = share(4 * nblk, tid, n)
-            whi = share(4 * nblk, tid + 1, n)
-            colsum(ops, TB, whi - wlo, dgates + wlo * NR, G4, db + wlo * NR)
+        t1 = T
+        while t1 > 0:  # chunks of steps, last first; dgates holds one chunk
+            t0 = t1 - chunk if t1 > chunk else 0
+            t = t1 - 1
+            while t >= t0:
+                dy_t = NULL
+                if dy != NULL:
+                    dy_t = dy + t * dys_t
+                dg_t = dgates + (t - t0) * B * G4
+                if by_batch:
+                    backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4,
+                                  c_state + t * S, tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
+                    # dh = dgates_t @ W_hh for this thread's rows
+                    gemm(ops, hi - lo, nblk, G4, dg_t + lo * G4, G4, 1, w_hh_t, Hp, 1, NR,
+                         dh + lo * Hp, Hp, 0, <floating *>NULL)
+                else:
+                    backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
+                                  tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
+                    fl_barrier()  # all gate gradients of step t are in
+                    gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * NR, Hp, 1, NR,
+                         dh + lo * NR, Hp, 0, <floating *>NULL)
+                t = t - 1
+            fl_barrier()
+            weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, dgates, xpad,
+                             h_state, w_ih_t, dx, dw_ih, dw_hh, db,
+                             scratch + tid * BIG_BLOCK * FL_KC)
+            fl_barrier()  # the next chunk overwrites dgates
+            t1 = t0
+        if T == 0:  # no chunk ran: the weight gradients are zero
+            weight_gradients(ops, tid, n, 0, 0, True, I, H, dgates, xpad, h_state, w_ih_t, dx,
+                             dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
     return ran[0]
 
 
@@ -407,7 +448,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
              const floating[::1] h_state, const floating[::1] xpad,
              const floating[::1] w_ih_t, const floating[::1] w_hh_t,
              const floating[::1] dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
-             floating[::1] dh, floating[::1] dc, floating[::1] dgates,
+             floating[::1] dh, floating[::1] dc, floating[::1] dgates, Py_ssize_t chunk,
              floating[::1] dx, floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
              int num_threads=0):
     """Run lstm_backward on 1-D views of prepared buffers; returns the team size."""
@@ -425,20 +466,41 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need("dy", dy, (T - 1) * dys_t + (B - 1) * dys_b + H if T and B else 0)
     need("dh", dh, B * Hp)
     need("dc", dc, B * Hp)
-    need("dgates", dgates, T * B * G4)
+    if chunk < 1:
+        raise ValueError("internal: chunk must be >= 1")
+    need("dgates", dgates, min(chunk, T) * B * G4)
     need("dx", dx, T * B * Ip)
     need("dw_ih", dw_ih, G4 * Ip)
     need("dw_hh", dw_hh, G4 * Hp)
     need("db", db, G4)
+    # per-thread rows for the weight-gradient GEMMs, as many threads as lstm_backward will start
+    cdef int team = team_size(B, Hp // NR, resolve_threads(num_threads))
+    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
+                                          np.float32 if floating is float else np.float64)
     cdef const floating *q[8]
     q[:] = [cptr(gates), cptr(c_state), cptr(tc_state), cptr(h_state), cptr(xpad), cptr(w_ih_t),
             cptr(w_hh_t), cptr(dy)]
-    cdef floating *p[7]
-    p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db)]
+    cdef floating *p[8]
+    p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch)]
     with nogil:
         ran = lstm_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
-                            dys_b, p[0], p[1], p[2], p[3], p[4], p[5], p[6], num_threads)
+                            dys_b, p[0], p[1], p[2], chunk, p[3], p[4], p[5], p[6], p[7],
+                            num_threads)
     return ran
+
+
+def pack_slabs(const floating[:, ::1] rows, floating[:, :, ::1] out):
+    """out[u, k, j] = rows[u*W + j, k] with W = out.shape[2]: the transpose of each block of W rows
+    of `rows` (one unit block's interleaved gates) into a K x W slab, K = out.shape[1]."""
+    cdef Py_ssize_t nblk = out.shape[0], K = out.shape[1], W = out.shape[2], u, j, k
+    if rows.shape[0] < nblk * W or rows.shape[1] < K:
+        raise ValueError(f"internal: pack_slabs needs rows of shape >= ({nblk * W}, {K}), got "
+                         f"({rows.shape[0]}, {rows.shape[1]})")
+    with nogil:
+        for u in range(nblk):  # a slab (K x W) stays in cache while its W rows are read once
+            for j in range(W):
+                for k in range(K):
+                    out[u, k, j] = rows[u * W + j, k]
 
 
 # ------------------------------------------------------------------------------------------------

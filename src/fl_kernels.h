@@ -35,9 +35,10 @@ typedef ptrdiff_t fl_idx;
          * exit; writes the pre-activation gradients to dg (same layout as act). */                \
         void (*gates_bwd)(fl_idx nblk, const T *act, const T *c_prev, const T *tc, const T *dh,   \
                           T *dc, T *dg);                                                            \
-        /* dst[n] = sum over r < rows of src[r*ld + n], for n in the first npanels panels, summed \
-         * in increasing r. */                                                                      \
-        void (*colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst);              \
+        /* dst[n] (+)= sum over r < rows of src[r*ld + n], for n in the first npanels panels,     \
+         * summed in increasing r, onto dst[n] when accumulate, else onto 0. */                     \
+        void (*colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst,              \
+                       int accumulate);                                                             \
     } fl_ops_##SUF;
 
 FL_DECLARE_OPS(float, f32)
@@ -49,6 +50,10 @@ typedef struct {
     fl_ops_f32 f32;
     fl_ops_f64 f64;
 } fl_isa_ops;
+
+/* GEMM sums run in blocks of FL_KC values of k (see fl_kernels_impl.h); callers that split K
+ * themselves cut at the same places to get the same bits. */
+#define FL_KC 256
 
 #define FL_PANEL_F32 16
 #define FL_PANEL_F64 8

@@ -12,9 +12,8 @@
 #include "fl_kernels.h"
 #include "fl_simd.h"
 
-/* K is cut into blocks of KC so a tile's slice of packed weights stays in L1/L2. Each block is
- * summed on its own and then added to c, in increasing k: the order stays fixed. */
-#define FL_KC 256
+/* K is cut into blocks of FL_KC (fl_kernels.h) so a tile's slice of packed weights stays in
+ * L1/L2. Each block is summed on its own and then added to c, in increasing k: a fixed order. */
 
 /* ---------------------------------------------------------------------------------------------
  * Point math on whole panels: exp, sigmoid, tanh. Errors are measured in tests/test_kernels.py. */
@@ -235,10 +234,10 @@ void FL(gates_bwd)(fl_idx nblk, const T *act, const T *c_prev, const T *tc, cons
     }
 }
 
-void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst)
+void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst, int accumulate)
 {
     for (fl_idx p = 0; p < npanels; p++) {
-        V s = v_zero();
+        V s = accumulate ? v_load(dst + p * NR) : v_zero();
         for (fl_idx r = 0; r < rows; r++)
             s = v_add(s, v_load(src + r * ld + p * NR));
         v_store(dst + p * NR, s);
