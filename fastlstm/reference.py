@@ -58,10 +58,10 @@ def _transposed(w):
 
     OpenBLAS (NumPy's wheels) runs the per-step ``h @ W_hh^T`` for B >= 2
     rows 1.1x to 5x faster with the right operand stored as a contiguous
-    ``(H, 4H)`` array than as the transposed view ``W_hh.T``.  ``np.ascontiguousarray(w.T)``
-    reads ``w`` with a stride of a whole row per element, which is cache-
-    and TLB-hostile for large matrices (~3.5 ms at H = 512); copying in slabs
-    of 16 rows is ~5x faster.
+    ``(H, 4H)`` array than as the transposed view ``W_hh.T``.
+    ``np.ascontiguousarray(w.T)`` reads ``w`` with a stride of a whole row
+    per element, which is cache- and TLB-hostile for large matrices
+    (~3.5 ms at H = 512); copying in slabs of 16 rows is ~5x faster.
     """
     if w.T.flags.c_contiguous:
         return w.T
@@ -128,7 +128,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep):
     w_hh_t = _transposed(w_hh) if B >= 2 and T >= 8 else w_hh.T
 
     # Input projection for all time steps at once: one big, efficient GEMM.
-    # The result is then activated in place, step by step, and (keep=True)
+    # With keep=True it is then activated in place, step by step, and
     # becomes the cache of activated gates.
     gates = np.matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, 4 * H)
     if bias is not None:

@@ -81,7 +81,8 @@ def finite_diff(params, grads, name, eps=1e-6):
     return fd
 
 
-UPSTREAMS = [("grad_output", "grad_h_n", "grad_c_n"), ("grad_output",), ("grad_h_n",), ("grad_c_n",)]
+UPSTREAMS = [("grad_output", "grad_h_n", "grad_c_n"),
+             ("grad_output",), ("grad_h_n",), ("grad_c_n",)]
 
 
 # ----------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_empty_sequence(dtype):
     assert not np.any(only_c["h0"])
     np.testing.assert_array_equal(only_c["c0"], g_in["grad_c_n"])
     # the zero-state default also works with T == 0
-    out0, h0, c0 = ref.forward(**dict(p, h0=None, c0=None))
+    _, h0, c0 = ref.forward(**dict(p, h0=None, c0=None))
     assert h0.shape == c0.shape == (B, H) and not np.any(h0) and not np.any(c0)
 
 

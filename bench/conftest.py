@@ -1,0 +1,111 @@
+"""pytest-benchmark suite setup: workloads, command-line options, marker, parametrization.
+
+Run from the repository root (pyproject's testpaths is tests/, so name bench/ explicitly)::
+
+    python -m pytest bench --benchmark-json=/tmp/bench.json -q   # time everything (~5-10 min)
+    python bench/report.py /tmp/bench.json                       # markdown table
+    python -m pytest bench --benchmark-disable -q                # CI smoke run: each body once + checks
+    python -m pytest bench -m "not slow_bench"                   # skip the big workloads d and e
+    python -m pytest bench --bench-workloads=af --bench-threads=1
+    python -m pytest bench --bench-threads=1 --benchmark-timer=time.process_time   # see below
+
+On a shared machine, wall-clock medians include the time the process waits for a core (and
+multi-threaded runs lose a scheduler slice at every barrier when oversubscribed). For 1-thread
+runs, --benchmark-timer=time.process_time (CPU time) is much less sensitive to that; do not use it
+with more than one thread (it adds up all threads, spinning included).
+
+Each test is one (workload, mode, threads, system); its pytest-benchmark group is
+"{workload}-{mode}-t{threads}" and its extra_info carries system/workload/mode/threads/sizes/FLOPs
+so that bench/report.py can pivot the JSON.
+"""
+import os
+
+import pytest
+
+# The peer baseline's workloads (/work/shared/peers/RESULTS.md). Time-major x (T, B, I).
+# `rounds`: the big ones use benchmark.pedantic with a fixed number of timed rounds (the check
+# call before timing is their warm-up) so the whole suite stays within minutes; the others let
+# pytest-benchmark calibrate (--benchmark-max-time, default 1 s per benchmark).
+WORKLOADS = {
+    "a": dict(B=1, T=100, I=128, H=128, desc="streaming/latency"),
+    "b": dict(B=1, T=100, I=512, H=512, desc="latency, larger H"),
+    "c": dict(B=16, T=100, I=256, H=256, desc="small batch"),
+    "d": dict(B=64, T=50, I=512, H=512, desc="medium batch", rounds=5, slow=True),
+    "e": dict(B=256, T=25, I=1024, H=1024, desc="throughput, GEMM-bound", rounds=3, slow=True),
+    "f": dict(B=1, T=1, I=256, H=256, desc="single step, state in/out", state=True),
+}
+MODES = ("fwd", "fwd+bwd")
+SYSTEMS = ("fastlstm", "numpy", "torch", "torch-native", "onnxruntime")
+FWD_ONLY = {"onnxruntime"}
+
+
+def fwd_flops(B, T, I, H):
+    """Forward FLOPs of the two GEMMs (gate math not counted); fwd+bwd counts 3x."""
+    return 2 * 4 * H * (I + H) * B * T
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastlstm-bench")
+    group.addoption("--bench-threads", default="1,2",
+                    help="comma-separated thread counts to run (default 1,2)")
+    group.addoption("--bench-workloads", default="".join(WORKLOADS),
+                    help="workload letters to run, e.g. 'acf' (default abcdef)")
+    group.addoption("--bench-systems", default=",".join(SYSTEMS),
+                    help=f"comma-separated systems (default {','.join(SYSTEMS)})")
+    group.addoption("--bench-gap", type=float, default=0.15,
+                    help="seconds to idle before timing a multi-threaded case, so the previous "
+                         "library's spinning worker threads have gone to sleep (default 0.15)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow_bench: big workloads (d, e): seconds per call for the slower systems; "
+                   "deselect with -m 'not slow_bench'")
+
+
+def pytest_report_header(config):
+    lines = []
+    try:
+        import fastlstm
+        info = fastlstm.openmp_info()
+        lines.append(f"fastlstm: isa={info['isa']}, openmp={info['enabled']}, "
+                     f"max_threads={info['max_threads']}")
+    except Exception as exc:  # pragma: no cover - reported, the tests will fail anyway
+        lines.append(f"fastlstm: import failed: {exc!r}")
+    import importlib.metadata as md
+    vers = []
+    for pkg in ("numpy", "threadpoolctl", "torch", "onnxruntime"):
+        try:
+            vers.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            vers.append(f"{pkg} not installed")
+    lines.append("bench peers: " + ", ".join(vers) + f"; cpus={os.cpu_count()}")
+    return lines
+
+
+def _csv(value):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    opt = metafunc.config.getoption
+    threads = [int(t) for t in _csv(opt("--bench-threads"))]
+    wls = [w for w in opt("--bench-workloads").replace(",", "") if w in WORKLOADS]
+    systems = [s for s in _csv(opt("--bench-systems")) if s in SYSTEMS]
+    params = []
+    for wl in wls:
+        marks = [pytest.mark.slow_bench] if WORKLOADS[wl].get("slow") else []
+        for mode in MODES:
+            for nt in threads:
+                for system in systems:
+                    if mode != "fwd" and system in FWD_ONLY:
+                        continue
+                    case = dict(WORKLOADS[wl], workload=wl, mode=mode, threads=nt,
+                                system=system)
+                    case["fwd_flops"] = fwd_flops(case["B"], case["T"], case["I"], case["H"])
+                    params.append(pytest.param(
+                        case, marks=marks,
+                        id=f"{wl}-{mode.replace('+', '')}-t{nt}-{system}"))
+    metafunc.parametrize("case", params)
