@@ -17,19 +17,11 @@ import numpy as np
 import pytest
 
 from fastlstm import LSTM, _kernels
+from helpers import scaled_err
 
 STEP = 1e-6
 RTOL = 1e-6
 PARAMS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-
-
-def scaled_err(a, ref):
-    """max|a - ref| / max|ref| (absolute when ref is all zero)."""
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, (a.shape, ref.shape)
-    scale = np.max(np.abs(ref))
-    err = np.max(np.abs(a - ref))
-    return float(err / scale) if scale > 0 else float(err)
 
 
 def make_problem(T, B, I, H, bias, *, hx=True, batch_first=False, unbatched=False, seed=0,

@@ -43,6 +43,7 @@ import numpy as np
 import pytest
 
 from fastlstm import LSTM, _kernels, reference
+from helpers import scaled_err
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -55,16 +56,6 @@ RATIO32 = 8.0
 MEDIAN_RATIO32 = 2.0
 FLOOR32 = 4 * EPS32
 ERRORS, ERRORS_BIG = {}, {}  # largest error per (dtype, name), for reports
-
-
-def scaled_err(a, ref, min_scale=0.0):
-    """max|a - ref| / max(max|ref|, min_scale) in float64 (a NaN gives NaN, which fails every
-    bound; with ref all zero the error is absolute)."""
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, (a.shape, ref.shape)
-    err = np.max(np.abs(a - ref))
-    scale = max(np.max(np.abs(ref)), min_scale)
-    return float(err / scale) if scale > 0 else float(err)
 
 
 # -- cases and their reference results ----------------------------------------------------------

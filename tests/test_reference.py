@@ -2,34 +2,15 @@
 of the rest of the test suite: finite differences, edge cases, and (when
 torch is installed) agreement with ``torch.nn.LSTM``."""
 
-import importlib.util
 import itertools
-import pathlib
 
 import numpy as np
 import pytest
 
-try:
-    from fastlstm import reference as ref
-except Exception:  # package not importable (e.g. kernels not built): load the file
-    _path = pathlib.Path(__file__).resolve().parents[1] / "fastlstm" / "reference.py"
-    _spec = importlib.util.spec_from_file_location("fastlstm_reference", _path)
-    ref = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(ref)
+from fastlstm import reference as ref
+from helpers import scaled_err
 
 GRAD_KEYS = ("x", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-def scaled_err(a, b):
-    """max|a - b| / max|b| (0 when both are empty or all zero)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    assert a.shape == b.shape
-    if a.size == 0:
-        return 0.0
-    den = np.max(np.abs(b))
-    num = np.max(np.abs(a - b))
-    return float(num / den) if den > 0 else float(num)
 
 
 def make_params(rng, T, B, I, H, dtype=np.float64, bias=True):

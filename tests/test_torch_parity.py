@@ -11,17 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastlstm import LSTM  # noqa: E402
+from helpers import scaled_err  # noqa: E402
 
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
-
-
-def scaled_err(a, ref):
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, (a.shape, ref.shape)
-    scale = np.max(np.abs(ref))
-    err = np.max(np.abs(a - ref))
-    return float(err / scale) if scale > 0 else float(err)
 
 
 def torch_run(module, x, hx, gy, gh, gc):
