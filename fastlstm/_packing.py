@@ -67,9 +67,11 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
     Hp = round_up(hidden_size, panel)
 
     def interleave_rows(w, width):
-        out = np.zeros((rows.size, width), dtype)
-        out[real, : w.shape[1]] = w[rows[real]]
-        return out
+        """(4H, K) in blocks i, f, g, o -> (4Hp, width): per unit block, its i, f, g, o rows."""
+        padded = np.zeros((4, Hp, width), dtype)
+        padded[:, :hidden_size, : w.shape[1]] = w.reshape(4, hidden_size, -1)
+        blocks = padded.reshape(4, Hp // panel, panel, width).transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(blocks).reshape(4 * Hp, width)
 
     wih_rows = interleave_rows(weight_ih, Ip)  # (4Hp, Ip)
     whh_rows = interleave_rows(weight_hh, Hp)  # (4Hp, Hp)
