@@ -40,6 +40,11 @@ def _physical_memory():
 _MAX_BYTES = _physical_memory()
 
 
+def _unpad(blocks, rows, cols):
+    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols); a view when there is no padding."""
+    return np.ascontiguousarray(blocks[:, :rows, :cols]).reshape(4 * rows, cols)
+
+
 def last_num_threads():
     """Threads the last kernel call made by this Python thread actually ran (None before any)."""
     return getattr(_last_call, "num_threads", None)
@@ -321,8 +326,8 @@ class LSTM:
         chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
         dgates = np.empty(chunk * B * 4 * Hp, self.dtype)
         dx = np.empty((T, B, Ip), self.dtype)
-        dw_ih = np.empty((4 * Hp, Ip), self.dtype)
-        dw_hh = np.empty((4 * Hp, Hp), self.dtype)
+        dw_ih = np.empty((4, Hp, Ip), self.dtype)  # PyTorch's gate blocks, padded
+        dw_hh = np.empty((4, Hp, Hp), self.dtype)
         db = np.empty(4 * Hp, self.dtype) if p.bias is not None else None
         dys_t, dys_b = self._strides(T, B, H)
         _record(_kernels.backward(
@@ -339,8 +344,8 @@ class LSTM:
             "x": np.ascontiguousarray(dx).reshape(x_shape if not unbatched else (T, I)),
             "h0": self._state_out(dh[:, :H], unbatched),
             "c0": self._state_out(dc[:, :H], unbatched),
-            "weight_ih_l0": dw_ih[rows, :I],
-            "weight_hh_l0": dw_hh[rows, :H],
+            "weight_ih_l0": _unpad(dw_ih, H, I),
+            "weight_hh_l0": _unpad(dw_hh, H, H),
         }
         if db is not None:
             grads["bias_ih_l0"] = db[rows]

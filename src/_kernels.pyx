@@ -281,7 +281,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values."""
     cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
     cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
-    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r
+    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0
     nrb = (R + BIG_BLOCK - 1) // BIG_BLOCK
     lo = share(nrb, tid, nthr)
     hi = share(nrb, tid + 1, nthr)
@@ -290,24 +290,26 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         m = R - m0 if R - m0 < BIG_BLOCK else BIG_BLOCK
         gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, Ip, 1, NR,
              dx + (row0 + m0) * Ip, Ip, 0, <floating *>NULL)
-    nrb = (G4 + BIG_BLOCK - 1) // BIG_BLOCK
-    lo = share(nrb, tid, nthr)
-    hi = share(nrb, tid + 1, nthr)
+    nrb = (Hp + BIG_BLOCK - 1) // BIG_BLOCK  # row blocks per gate
+    lo = share(4 * nrb, tid, nthr)
+    hi = share(4 * nrb, tid + 1, nthr)
     for w in range(lo, hi):  # dW_ih, dW_hh += dgates^T @ (x, h_prev), by blocks of rows
-        m0 = w * BIG_BLOCK
-        m = G4 - m0 if G4 - m0 < BIG_BLOCK else BIG_BLOCK
+        g = w // nrb  # gate
+        j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
+        m = Hp - j0 if Hp - j0 < BIG_BLOCK else BIG_BLOCK
         k0 = 0
         while True:  # one K block at a time
             kc = R - k0 if R - k0 < FL_KC else FL_KC
-            # this block of dgates^T as contiguous rows: the GEMM then reads A row-wise instead of
-            # striding 4*Hp values per step of k
+            # the block's gate-gradient columns as contiguous rows, in PyTorch's gate-major row
+            # order: the GEMM then reads A row-wise and writes rows g*Hp + j straight into place
             for k in range(kc):
                 for r in range(m):
-                    rows[r * kc + k] = dgates[(k0 + k) * G4 + m0 + r]
+                    rows[r * kc + k] = dgates[(k0 + k) * G4 + ((j0 + r) // NR) * 4 * NR +
+                                              g * NR + (j0 + r) % NR]
             gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
-                 dw_ih + m0 * Ip, Ip, not first or k0 > 0, <floating *>NULL)
+                 dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
             gemm(ops, m, nblk, kc, rows, kc, 1, h_state + (row0 + k0) * Hp, Hp, 1, NR,
-                 dw_hh + m0 * Hp, Hp, not first or k0 > 0, <floating *>NULL)
+                 dw_hh + (g * Hp + j0) * Hp, Hp, not first or k0 > 0, <floating *>NULL)
             k0 = k0 + kc
             if k0 >= R:
                 break
@@ -333,8 +335,8 @@ cdef int lstm_backward(
     dy (NULL when absent) is the gradient of the output, laid out like y. Steps run backwards in
     chunks of `chunk` steps, whose gate gradients (chunk*B x G4) fill `dgates` and are folded
     into the weight gradients before the next chunk: memory stays bounded for long sequences.
-    Writes dx (T*B x Ip, time-major), dw_ih (G4 x Ip), dw_hh (G4 x Hp) and db (G4, if not NULL),
-    rows in the interleaved gate order. Weight gradients sum over (t, b) in one fixed order, so
+    Writes dx (T*B x Ip, time-major), dw_ih (4 x Hp x Ip) and dw_hh (4 x Hp x Hp), rows in
+    PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
     they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
     for each thread of team_size(B, Hp/NR, num_threads). Returns the number of threads that ran.
     """
