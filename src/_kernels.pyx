@@ -281,7 +281,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values."""
     cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
     cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
-    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0
+    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q
+    cdef const floating *src
     nrb = (R + BIG_BLOCK - 1) // BIG_BLOCK
     lo = share(nrb, tid, nthr)
     hi = share(nrb, tid + 1, nthr)
@@ -303,9 +304,10 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             # the block's gate-gradient columns as contiguous rows, in PyTorch's gate-major row
             # order: the GEMM then reads A row-wise and writes rows g*Hp + j straight into place
             for k in range(kc):
-                for r in range(m):
-                    rows[r * kc + k] = dgates[(k0 + k) * G4 + ((j0 + r) // NR) * 4 * NR +
-                                              g * NR + (j0 + r) % NR]
+                for q in range(m // NR):  # unit block j0/NR + q: its panel of gate g
+                    src = dgates + (k0 + k) * G4 + (j0 // NR + q) * 4 * NR + g * NR
+                    for r in range(NR):
+                        rows[(q * NR + r) * kc + k] = src[r]
             gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
                  dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
             gemm(ops, m, nblk, kc, rows, kc, 1, h_state + (row0 + k0) * Hp, Hp, 1, NR,
