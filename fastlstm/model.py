@@ -6,10 +6,11 @@ model serves many Python threads at once), and `_kernels` runs the sequence with
 """
 import os
 import threading
+import weakref
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _workspace
 from ._packing import PANEL, pack, round_up
 from ._validate import (check_input, check_num_threads, check_parameter,
                         check_size, check_state, check_upstream, to_numpy)
@@ -233,8 +234,16 @@ class LSTM:
         return (B, T, width) if self.batch_first else (T, B, width)
 
     def _state_out(self, state, unbatched):
-        """(B, H) -> (1, B, H), or (1, H) for unbatched input."""
-        return np.ascontiguousarray(state).reshape((1, -1) if unbatched else (1,) + state.shape)
+        """A fresh (1, B, H) copy of a (B, H) state, or (1, H) for unbatched input."""
+        return np.array(state).reshape((1, -1) if unbatched else (1,) + state.shape)
+
+    def _initial_state(self, slots, B, Hp, first):
+        """`slots` x B x Hp scratch, slot 0 = `first` (B, H) with zero padding; the kernels
+        write every other slot whole."""
+        state = _workspace.take((slots, B, Hp), self.dtype)
+        state[0, :, : first.shape[1]] = first
+        state[0, :, first.shape[1]:] = 0
+        return state
 
     def __call__(self, x, hx=None, *, num_threads=None):
         """Run the sequence: ``output, (h_n, c_n) = lstm(x, hx)``.
@@ -249,21 +258,20 @@ class LSTM:
         p, H = self._packed, self.hidden_size
         Hp = round_up(H, PANEL[self.dtype])
         y = np.empty(self._user_shape(T, B, H, unbatched), self.dtype)
-        h_state = np.zeros((2, B, Hp), self.dtype)
-        c_state = np.zeros((1, B, Hp), self.dtype)
-        h_state[0, :, :H] = h0
-        c_state[0, :, :H] = c0
+        h_state = self._initial_state(2, B, Hp, h0)
+        c_state = self._initial_state(1, B, Hp, c0)
         chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
-        gates = np.empty(chunk * B * 4 * Hp, self.dtype)
+        gates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
         xs_t, xs_b = self._strides(T, B, self.input_size)
         ys_t, ys_b = self._strides(T, B, H)
         _record(_kernels.forward(
             x.reshape(-1), xs_t, xs_b, T, B, self.input_size, H, p.w_ih.reshape(-1),
             p.w_hh.reshape(-1), None if p.bias is None else p.bias, gates, chunk,
             h_state.reshape(-1), c_state.reshape(-1), None, y.reshape(-1), ys_t, ys_b, nt))
-        h_n = h_state[T % 2, :, :H]
-        c_n = c_state[0, :, :H]
-        return y, (self._state_out(h_n, unbatched), self._state_out(c_n, unbatched))
+        h_n = self._state_out(h_state[T % 2, :, :H], unbatched)
+        c_n = self._state_out(c_state[0, :, :H], unbatched)
+        _workspace.give(gates, h_state, c_state)
+        return y, (h_n, c_n)
 
     forward = __call__
 
@@ -281,14 +289,13 @@ class LSTM:
         NR = PANEL[self.dtype]
         Hp, Ip = round_up(H, NR), round_up(I, NR)
         # x time-major and padded: the input of the projection and of the weight gradient
-        xpad = np.zeros((T, B, Ip), self.dtype)
+        xpad = _workspace.take((T, B, Ip), self.dtype)
         xpad[:, :, :I] = x.transpose(1, 0, 2) if self.batch_first else x
-        gates = np.empty((T, B, 4 * Hp), self.dtype)
-        h_state = np.zeros((T + 1, B, Hp), self.dtype)
-        c_state = np.zeros((T + 1, B, Hp), self.dtype)
-        tc_state = np.empty((T, B, Hp), self.dtype)
-        h_state[0, :, :H] = h0
-        c_state[0, :, :H] = c0
+        xpad[:, :, I:] = 0
+        gates = _workspace.take((T, B, 4 * Hp), self.dtype)
+        h_state = self._initial_state(T + 1, B, Hp, h0)
+        c_state = self._initial_state(T + 1, B, Hp, c0)
+        tc_state = _workspace.take((T, B, Hp), self.dtype)
         y = np.empty(self._user_shape(T, B, H, unbatched), self.dtype)
         ys_t, ys_b = self._strides(T, B, H)
         _record(_kernels.forward(
@@ -303,6 +310,8 @@ class LSTM:
         def backprop(grad_output=None, grad_h_n=None, grad_c_n=None, *, num_threads=None):
             return self._backward(saved, shapes, grad_output, grad_h_n, grad_c_n, num_threads)
 
+        # the buffers serve the next steps once nothing can call this backprop any more
+        weakref.finalize(backprop, _workspace.give, gates, h_state, c_state, tc_state, xpad)
         return y, (h_n, c_n), backprop
 
     def _backward(self, saved, shapes, grad_output, grad_h_n, grad_c_n, num_threads):
@@ -324,7 +333,7 @@ class LSTM:
         if dc_n is not None:
             dc[:, :H] = dc_n.reshape(B, H)
         chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
-        dgates = np.empty(chunk * B * 4 * Hp, self.dtype)
+        dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
         dx = np.empty((T, B, Ip), self.dtype)
         dw_ih = np.empty((4, Hp, Ip), self.dtype)  # PyTorch's gate blocks, padded
         dw_hh = np.empty((4, Hp, Hp), self.dtype)
@@ -336,6 +345,7 @@ class LSTM:
             None if dy is None else dy.reshape(-1), dys_t, dys_b, dh.reshape(-1),
             dc.reshape(-1), dgates, chunk, dx.reshape(-1), dw_ih.reshape(-1),
             dw_hh.reshape(-1), db, nt))
+        _workspace.give(dgates)
         dx = dx[:, :, :I]
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
