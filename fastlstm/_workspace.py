@@ -9,6 +9,7 @@ taken from it again. They never hold anything a caller can see: outputs are alwa
 Each thread has its own list, so concurrent calls never share memory; `release_memory()` empties
 the calling thread's list (the lists of other threads go when those threads end).
 """
+import math
 import threading
 
 import numpy as np
@@ -32,8 +33,8 @@ def take(shape, dtype):
     """An uninitialised array: a view of a free buffer of this thread that fits (not more than
     4x too big), else a new one."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes < _MIN_BYTES:
+    nbytes = (shape if isinstance(shape, int) else math.prod(shape)) * dtype.itemsize
+    if nbytes < _MIN_BYTES:  # the common small call: no bookkeeping at all
         return np.empty(shape, dtype)
     buffers = _free.buffers
     fits = [i for i, b in enumerate(buffers) if nbytes <= b.nbytes <= 4 * nbytes]
@@ -47,10 +48,12 @@ def take(shape, dtype):
 def give(*arrays):
     """Hand arrays obtained from take() back to the calling thread's free list."""
     for array in arrays:
+        if array.nbytes < _MIN_BYTES:
+            continue
         raw = array.base if array.base is not None else array
-        if raw.dtype == np.uint8 and raw.ndim == 1 and raw.nbytes >= _MIN_BYTES:
+        if raw.dtype == np.uint8 and raw.ndim == 1:
             _free.buffers.append(raw)
-    del _free.buffers[:-_MAX_KEPT]
+            del _free.buffers[:-_MAX_KEPT]
 
 
 def release_memory():
