@@ -4,12 +4,11 @@ One extension, fastlstm._kernels: the Cython sequence kernels (src/_kernels.pyx)
 kernels, each C unit instantiating them for one instruction set and dtype. OpenMP is probed by
 compiling and running a tiny program; without it the build goes on serially, with a warning, and
 fastlstm.openmp_enabled() reports False.
-
-Flags: -O3; -ffp-contract=off so the only fused multiply-adds are the ones the kernels ask for;
-never -ffast-math/-Ofast (they switch flush-to-zero on for the whole process) nor -march=native
-(the wheel must run on any x86-64: AVX2/AVX-512 come from per-unit target pragmas and runtime
-dispatch in src/fl_dispatch.c).
 """
+# Flags: -O3; -ffp-contract=off so the only fused multiply-adds are the ones the kernels ask for.
+# Never the fast-math family (it switches flush-to-zero on for the whole process) nor a native
+# -march (the wheel must run on any x86-64: AVX2/AVX-512 come from per-unit target pragmas and
+# runtime dispatch in src/fl_dispatch.c).
 import glob
 import os
 import shutil

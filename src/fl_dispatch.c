@@ -1,4 +1,4 @@
-/* fl_dispatch.c: picks the kernel variant for this CPU, once, at run time (never -march=native).
+/* fl_dispatch.c: picks the kernel variant for this CPU, once, at run time (no native -march).
  *
  * FASTLSTM_ISA=avx512|avx2|generic forces a variant (it must be supported); otherwise the best
  * supported one is used. fl_select() switches later, e.g. so the tests run every variant.
