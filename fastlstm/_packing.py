@@ -42,10 +42,6 @@ class Packed:
     w_hh_t: np.ndarray  # backward, (4Hp, Hp): W_hh, rows interleaved, zero-padded
     to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
 
-    @property
-    def dtype(self):
-        return self.w_ih.dtype
-
 
 def _slabs(rows, K, width):
     """(N, >=K) rows -> (N/width, K, width): slab u is the transpose of rows [u*width, (u+1)*width)

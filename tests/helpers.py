@@ -13,3 +13,12 @@ def scaled_err(a, ref, min_scale=0.0):
     err = np.max(np.abs(a - ref))
     scale = max(np.max(np.abs(ref)), min_scale)
     return float(err / scale) if scale > 0 else float(err)
+
+
+def user_shapes(T, B, I, H, batch_first, unbatched):
+    """Shapes of x, output and each state as the user passes them (PyTorch's conventions)."""
+    if unbatched:
+        return (T, I), (T, H), (1, H)
+    if batch_first:
+        return (B, T, I), (B, T, H), (1, B, H)
+    return (T, B, I), (T, B, H), (1, B, H)

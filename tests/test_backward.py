@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fastlstm import LSTM, _kernels
-from helpers import scaled_err
+from helpers import scaled_err, user_shapes
 
 STEP = 1e-6
 RTOL = 1e-6
@@ -29,12 +29,7 @@ def make_problem(T, B, I, H, bias, *, hx=True, batch_first=False, unbatched=Fals
     """A float64 model, input, state and upstream gradients in the user's layout."""
     rng = np.random.default_rng(seed)
     model = LSTM(I, H, bias=bias, batch_first=batch_first, dtype=np.float64, seed=seed + 1)
-    if unbatched:
-        x_shape, y_shape, s_shape = (T, I), (T, H), (1, H)
-    else:
-        x_shape = (B, T, I) if batch_first else (T, B, I)
-        y_shape = (B, T, H) if batch_first else (T, B, H)
-        s_shape = (1, B, H)
+    x_shape, y_shape, s_shape = user_shapes(T, B, I, H, batch_first, unbatched)
     x = rng.standard_normal(x_shape)
     state = (rng.standard_normal(s_shape), rng.standard_normal(s_shape)) if hx else None
     up = {"gy": rng.standard_normal(y_shape), "gh": rng.standard_normal(s_shape),

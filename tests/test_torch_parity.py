@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastlstm import LSTM  # noqa: E402
-from helpers import scaled_err  # noqa: E402
+from helpers import scaled_err, user_shapes  # noqa: E402
 
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
@@ -73,12 +73,7 @@ def test_matches_torch(case, dtype):
     model = LSTM.from_torch(module)
     assert model.dtype == np.dtype(dtype) and model.batch_first == batch_first
     assert model.bias == bias and (model.input_size, model.hidden_size) == (I, H)
-    if unbatched:
-        x_shape, y_shape, s_shape = (T, I), (T, H), (1, H)
-    else:
-        x_shape = (B, T, I) if batch_first else (T, B, I)
-        y_shape = (B, T, H) if batch_first else (T, B, H)
-        s_shape = (1, B, H)
+    x_shape, y_shape, s_shape = user_shapes(T, B, I, H, batch_first, unbatched)
     x = rng.standard_normal(x_shape).astype(dtype)
     state = tuple(rng.standard_normal((2,) + s_shape).astype(dtype)) if hx else None
     gy = rng.standard_normal(y_shape).astype(dtype)
