@@ -93,44 +93,85 @@ def check_input(x, input_size, batch_first, dtype):
     return x, unbatched
 
 
-def check_state(hx, batch, hidden_size, unbatched, batch_first, dtype):
-    """Validate hx = (h0, c0); returns (h0, c0) as contiguous (batch, hidden) arrays, or zeros."""
+def check_state(hx, batch, layers, directions, h_size, c_size, unbatched, batch_first, dtype):
+    """Validate hx = (h0, c0); returns contiguous (layers*directions, batch, h_size) and
+    (..., c_size) arrays (h_size is proj_size when the model projects), or zeros for None."""
+    S = layers * directions
     if hx is None:
-        zeros = np.zeros((batch, hidden_size), dtype)
-        return zeros, zeros
+        return np.zeros((S, batch, h_size), dtype), np.zeros((S, batch, c_size), dtype)
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
         raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got "
                         f"{type(hx).__name__}" + (f" of length {len(hx)}"
                                                   if isinstance(hx, (tuple, list)) else ""))
     out = []
-    for name, value in zip(("h0", "c0"), hx):
+    rows = f"num_layers * num_directions = {layers} * {directions}" if S > 1 else \
+        "num_layers * num_directions"
+    for name, value, size in (("h0", hx[0], h_size), ("c0", hx[1], c_size)):
         value = as_float_array(name, value, dtype)
+        width = "proj_size" if size != c_size else "hidden_size"
         if unbatched:
-            expected = (1, hidden_size)
-            why = ("(num_layers * num_directions, hidden_size) = (1, "
-                   f"{hidden_size}) for an unbatched 2-D x")
+            expected = (S, size)
+            why = f"({rows}, {width}) = ({S}, {size}) for an unbatched 2-D x"
         else:
-            expected = (1, batch, hidden_size)
-            why = ("(num_layers * num_directions, batch, hidden_size) = "
-                   f"(1, {batch}, {hidden_size}), batch taken from x")
+            expected = (S, batch, size)
+            why = f"({rows}, batch, {width}) = ({S}, {batch}, {size}), batch taken from x"
         if value.shape != expected:
-            hint = ""
-            if value.shape == expected[1:]:
-                hint = f". It lacks the leading layer axis: pass {name}[None]"
-            elif unbatched and value.shape == (1, 1, hidden_size):
-                hint = f". x is unbatched (2-D), so the states are 2-D too: pass {name}[0]"
-            elif (not unbatched and value.ndim == 3 and value.shape[0] == batch and
-                  value.shape[1] == 1 and value.shape[2] == hidden_size):
-                hint = (f". States are (num_layers, batch, hidden_size)"
-                        f"{' even with batch_first=True' if batch_first else ''}: pass "
-                        f"{name}.transpose(1, 0, 2)")
-            elif not unbatched and value.ndim == 3 and value.shape[1] != batch:
-                hint = (f". Its batch axis (1) has {value.shape[1]} rows but x has batch "
-                        f"{batch} (x is {'(batch, seq_len, ...)' if batch_first else '(seq_len, batch, ...)'}"
-                        f" with batch_first={batch_first})")
-            raise ValueError(f"{name} must have shape {why}; got {value.shape}{hint}")
-        out.append(value.reshape(-1, hidden_size))
+            raise ValueError(f"{name} must have shape {why}; got {value.shape}"
+                             f"{_state_hint(name, value.shape, expected, unbatched, batch_first, h_size, c_size, directions)}")
+        out.append(value.reshape(S, -1, size))
     return out[0], out[1]
+
+
+def _state_hint(name, shape, expected, unbatched, batch_first, h_size, c_size, directions):
+    """The fix for the state-shape mistakes people make (seeds: missing layer axis, batch_first
+    applied to the states, unbatched x with batched states, one state for a stacked model)."""
+    S, size = expected[0], expected[-1]
+    if shape == expected[1:]:
+        if S == 1:
+            return f". It lacks the leading layer axis: pass {name}[None]"
+        return (f". It lacks the leading layer axis: this LSTM takes {S} initial states, one per "
+                f"layer and direction, row layer*{directions} + direction; stack them "
+                f"(np.stack) or repeat one: np.broadcast_to({name}, {expected})")
+    if len(shape) != len(expected) and unbatched and len(shape) == 3 and shape[1] == 1:
+        return (f". x is unbatched (2-D), so the states are 2-D too: pass "
+                f"{name}[{'0' if S == 1 else ':, 0'}]")
+    if len(shape) == len(expected) and shape[-1] != size and shape[-1] in (h_size, c_size):
+        return (f". With proj_size={h_size}, h0/h_n hold proj_size features and c0/c_n hold "
+                f"hidden_size={c_size}")
+    if not unbatched and len(shape) == 3:
+        batch = expected[1]
+        if shape == (batch, S, size) and batch != S:
+            return (f". States are (num_layers * num_directions, batch, ...)"
+                    f"{' even with batch_first=True' if batch_first else ''}: pass "
+                    f"{name}.transpose(1, 0, 2)")
+        if shape[0] == S and shape[1] != batch:
+            return (f". Its batch axis (1) has {shape[1]} rows but x has batch {batch} (x is "
+                    f"{'(batch, seq_len, ...)' if batch_first else '(seq_len, batch, ...)'} "
+                    f"with batch_first={batch_first})")
+        if shape[1:] == expected[1:]:
+            return (f". Its first axis must count the layers times the directions ({S}), one "
+                    f"state per layer and direction, row layer*{directions} + direction")
+    return ""
+
+
+def check_lengths(lengths, batch, seq_len):
+    """None, or per-sequence lengths: integers in [0, seq_len], one per batch row."""
+    if lengths is None:
+        return None
+    lengths = to_numpy(lengths)
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers (one per sequence, each in [0, seq_len]); got "
+                        f"dtype {arr.dtype}" + (": pass lengths.astype(int)"
+                                                if arr.dtype.kind in "fb" else ""))
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths must have shape (batch,) = ({batch},), one length per "
+                         f"sequence of x; got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > seq_len):
+        bad = arr[(arr < 0) | (arr > seq_len)]
+        raise ValueError(f"lengths must lie in [0, seq_len] = [0, {seq_len}]; got {bad[:5].tolist()}"
+                         f"{' ...' if bad.size > 5 else ''}")
+    return arr.astype(np.intp)
 
 
 def check_upstream(name, value, expected_shape, dtype):

@@ -1,25 +1,26 @@
 """`LSTM`: PyTorch's parameters, shapes and conventions, run by fastlstm's own kernels.
 
-Data flows one way: `_validate` turns user input into contiguous arrays of the model's dtype (or
-raises), this module allocates every buffer a call needs (nothing is shared between calls, so one
-model serves many Python threads at once), and `_kernels` runs the sequence with the GIL released.
+Data flows one way: `_validate` turns user input into arrays of the model's dtype (or raises),
+this module turns the user's layout into time-major views, `_stack` runs the layers and directions
+(and ragged batches) over `_direction`s, which allocate every buffer a call needs (nothing is
+shared between calls, so one model serves many Python threads at once) and run `_kernels` with
+the GIL released.
 """
+import json
+import numbers
 import os
-import threading
 import weakref
 
 import numpy as np
 
-from . import _kernels, _workspace
-from ._packing import PANEL, pack, round_up
-from ._validate import (check_input, check_num_threads, check_parameter,
+from . import _stack, _workspace
+from ._direction import KernelDirection, NumpyDirection, last_num_threads
+from ._packing import PANEL, round_up
+from ._validate import (as_float_array, check_input, check_lengths, check_num_threads, check_parameter,
                         check_size, check_state, check_upstream, to_numpy)
 
-# Inference computes the input projection for a chunk of steps at a time, at most this many
-# gate values (8 MiB in float32): memory stays bounded for long sequences, results do not change.
-_CHUNK_VALUES = 1 << 21
-
-_last_call = threading.local()
+# The format of LSTM.save: bump when it changes, keep LSTM.load reading the old ones.
+_FORMAT_VERSION = 1
 
 
 def _check_allocation(values, dtype, what):
@@ -41,23 +42,19 @@ def _physical_memory():
 _MAX_BYTES = _physical_memory()
 
 
-def _unpad(blocks, rows, cols):
-    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols); a view when there is no padding."""
-    return np.ascontiguousarray(blocks[:, :rows, :cols]).reshape(4 * rows, cols)
 
-
-def last_num_threads():
-    """Threads the last kernel call made by this Python thread actually ran (None before any)."""
-    return getattr(_last_call, "num_threads", None)
-
-
-def _record(team):
-    _last_call.num_threads = team
-    return team
+def _check_dropout(dropout):
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__} "
+                        f"{dropout!r}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must be in [0, 1] (the probability of zeroing an element "
+                         f"between layers), got {dropout}")
+    return float(dropout)
 
 
 class LSTM:
-    """A single-layer LSTM with ``torch.nn.LSTM``'s parameters, shapes and gate order.
+    """A multi-layer LSTM with ``torch.nn.LSTM``'s arguments, parameters, shapes and gate order.
 
     Parameters
     ----------
@@ -66,16 +63,25 @@ class LSTM:
     hidden_size : int
         Hidden units (H).
     num_layers : int, default 1
-        Only 1 so far.
+        Stacked layers; layer k > 0 takes layer k-1's output.
     bias : bool, default True
-        Whether the layer has ``bias_ih_l0`` and ``bias_hh_l0``.
+        Whether each layer has ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
     batch_first : bool, default False
         Input and output as (batch, seq_len, features) instead of (seq_len, batch, features).
-        The states h and c keep the layout (num_layers, batch, hidden_size) either way.
+        The states h and c keep the layout (num_layers * num_directions, batch, ·) either way.
+    dropout : float, default 0
+        Dropout on each layer's output except the last, in `forward_train` only.
+    bidirectional : bool, default False
+        Adds a reverse direction per layer (parameters with the suffix ``_reverse``); the output
+        holds the forward half, then the reverse half, on its last axis.
+    proj_size : int, default 0
+        When > 0, h_t = W_hr (o * tanh(c_t)) has proj_size features (``weight_hr_l{k}``).
+        Runs on the NumPy reference path for now (same results, NumPy's speed).
     dtype : {np.float32, np.float64}, default np.float32
         The dtype of the parameters, of the computation and of every output.
     seed : int or None
-        Seed for the initial parameters, U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch.
+        Seed of the model's generator: the initial parameters, U(-1/sqrt(H), 1/sqrt(H)) as in
+        PyTorch, then the dropout masks of `forward_train` calls that give no seed.
 
     Notes
     -----
@@ -89,16 +95,22 @@ class LSTM:
     alone or in a batch, and for a sequence run in chunks while carrying (h, c).
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, *,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, *, dtype=np.float32, seed=None):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
-        if self.num_layers != 1:
-            raise NotImplementedError("num_layers > 1 is not supported yet: stack single-layer "
-                                      "LSTMs, feeding each one's output to the next")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
+        self.dropout = _check_dropout(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+            raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+        if not 0 <= proj_size < self.hidden_size:
+            raise ValueError(f"proj_size must be 0 (no projection) or in [1, hidden_size) = "
+                             f"[1, {self.hidden_size}), got {proj_size}")
+        self.proj_size = int(proj_size)
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -107,38 +119,71 @@ class LSTM:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         shapes = self._parameter_shapes()
         _check_allocation(sum(np.prod(s) for s, _ in shapes.values()) * 3, self.dtype,
-                          f"the parameters of LSTM(input_size={self.input_size}, "
-                          f"hidden_size={self.hidden_size})")
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        self._set({name: (2 * rng.random(shape, self.dtype) - 1) * self.dtype.type(bound)
+                          f"the parameters of {self!r}")
+        self._rng = np.random.default_rng(seed)
+        bound = self.dtype.type(1.0 / np.sqrt(self.hidden_size))
+        self._params, self._layers = {}, [[None] * self.num_directions
+                                          for _ in range(self.num_layers)]
+        self._set({name: (2 * self._rng.random(shape, self.dtype) - 1) * bound
                    for name, (shape, _) in shapes.items()})
+
+    @property
+    def _h_out(self):
+        return self.proj_size or self.hidden_size
 
     # -- parameters ---------------------------------------------------------------------------
 
     def _parameter_shapes(self):
-        I, H = self.input_size, self.hidden_size
-        shapes = {
-            "weight_ih_l0": ((4 * H, I), f"(4*hidden_size, input_size) = (4*{H}, {I})"),
-            "weight_hh_l0": ((4 * H, H), f"(4*hidden_size, hidden_size) = (4*{H}, {H})"),
-        }
-        if self.bias:
-            shapes["bias_ih_l0"] = ((4 * H,), f"(4*hidden_size,) = (4*{H},)")
-            shapes["bias_hh_l0"] = ((4 * H,), f"(4*hidden_size,) = (4*{H},)")
+        """{name: (shape, why)} in PyTorch's order."""
+        H, P, D = self.hidden_size, self.proj_size, self.num_directions
+        H_out = P or H
+        shapes = {}
+        for k in range(self.num_layers):
+            if k == 0:
+                I, i_why = self.input_size, f"input_size = {self.input_size}"
+            else:
+                I = D * H_out
+                i_why = (f"layer {k} takes layer {k - 1}'s output: num_directions * "
+                         f"{'proj_size' if P else 'hidden_size'} = {I}")
+            for suffix in ("", "_reverse")[:D]:
+                shapes[f"weight_ih_l{k}{suffix}"] = ((4 * H, I), f"4*hidden_size = {4 * H}, {i_why}")
+                shapes[f"weight_hh_l{k}{suffix}"] = (
+                    (4 * H, H_out), f"4*hidden_size = {4 * H}, "
+                    f"{'proj_size' if P else 'hidden_size'} = {H_out}")
+                if self.bias:
+                    shapes[f"bias_ih_l{k}{suffix}"] = ((4 * H,), f"4*hidden_size = {4 * H}")
+                    shapes[f"bias_hh_l{k}{suffix}"] = ((4 * H,), f"4*hidden_size = {4 * H}")
+                if P:
+                    shapes[f"weight_hr_l{k}{suffix}"] = (
+                        (P, H), f"proj_size = {P}, hidden_size = {H}")
         return shapes
+
+    @staticmethod
+    def _split_name(name):
+        """'weight_ih_l1_reverse' -> ('weight_ih', 1, 1)."""
+        base, _, rest = name.rpartition("_l")
+        layer, _, rev = rest.partition("_")
+        return base, int(layer), 1 if rev else 0
 
     def _set(self, arrays):
         """Validate, store read-only copies and repack: the only way parameters change."""
         shapes = self._parameter_shapes()
-        params = dict(getattr(self, "_params", {}))
+        params = dict(self._params)
         for name, value in arrays.items():
             shape, why = shapes[name]
             value = np.array(check_parameter(name, value, shape, self.dtype, why))  # own copy
             value.flags.writeable = False
             params[name] = value
-        packed = pack(params["weight_ih_l0"], params["weight_hh_l0"], params.get("bias_ih_l0"),
-                      params.get("bias_hh_l0"), self.dtype)
-        self._params, self._packed = params, packed  # swapped together, after all checks
+        layers = [list(directions) for directions in self._layers]
+        touched = {self._split_name(name)[1:] for name in arrays}
+        runner = NumpyDirection if self.proj_size else KernelDirection
+        for k, d in sorted(touched):
+            suffix = f"_l{k}" + ("_reverse" if d else "")
+            local = {base: params[base + suffix] for base in
+                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                     if base + suffix in params}
+            layers[k][d] = runner(local, self.dtype)
+        self._params, self._layers = params, layers  # swapped together, after all checks
 
     def parameters(self):
         """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
@@ -164,200 +209,283 @@ class LSTM:
         expected = set(self._parameter_shapes())
         missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
         if strict and (missing or unexpected):
-            raise KeyError(f"state_dict does not match this LSTM: missing keys {missing}, "
+            raise KeyError(f"state_dict does not match {self!r}: missing keys {missing}, "
                            f"unexpected keys {unexpected}")
         self._set({k: v for k, v in state_dict.items() if k in expected})
 
     @classmethod
-    def from_state_dict(cls, state_dict, *, batch_first=False, dtype=None):
-        """Build an LSTM from PyTorch-named parameters, sizes inferred from the shapes. The dtype
-        is that of weight_ih_l0 when it is float32/float64 (float32 otherwise) unless given."""
+    def from_state_dict(cls, state_dict, *, batch_first=False, dropout=0.0, dtype=None):
+        """Build an LSTM from PyTorch-named parameters; the configuration (sizes, num_layers,
+        bidirectional, proj_size, bias) is read from the names and shapes. The dtype is that of
+        weight_ih_l0 when it is float32/float64 (float32 otherwise) unless given."""
         state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
         if "weight_ih_l0" not in state_dict or "weight_hh_l0" not in state_dict:
-            raise KeyError(f"state_dict needs weight_ih_l0 and weight_hh_l0; got keys "
-                           f"{sorted(state_dict)}")
-        for key in state_dict:
-            if key.endswith("_reverse") or key.startswith("weight_hr") or key.endswith("_l1"):
-                raise NotImplementedError(f"state_dict key {key!r}: only single-layer, "
-                                          "unidirectional LSTMs without projection so far")
+            raise KeyError(f"state_dict needs weight_ih_l0 and weight_hh_l0 (PyTorch's names); "
+                           f"got keys {sorted(state_dict)}")
         w_ih = np.asarray(state_dict["weight_ih_l0"])
         if w_ih.ndim != 2 or w_ih.shape[0] % 4:
             raise ValueError(f"weight_ih_l0 must have shape (4*hidden_size, input_size); got "
                              f"{w_ih.shape}")
+        num_layers = 1
+        while f"weight_ih_l{num_layers}" in state_dict:
+            num_layers += 1
+        w_hr = state_dict.get("weight_hr_l0")
         if dtype is None:
             dtype = w_ih.dtype if w_ih.dtype in PANEL else np.float32
-        model = cls(w_ih.shape[1], w_ih.shape[0] // 4, bias="bias_ih_l0" in state_dict,
-                    batch_first=batch_first, dtype=dtype)
+        model = cls(w_ih.shape[1], w_ih.shape[0] // 4, num_layers,
+                    bias="bias_ih_l0" in state_dict, batch_first=batch_first, dropout=dropout,
+                    bidirectional="weight_ih_l0_reverse" in state_dict,
+                    proj_size=0 if w_hr is None else np.shape(w_hr)[0], dtype=dtype)
         model.load_state_dict(state_dict)
         return model
 
     @classmethod
     def from_torch(cls, module):
-        """The same LSTM as a ``torch.nn.LSTM`` (single layer, unidirectional, no projection),
-        in its dtype (float64 stays float64; other float dtypes become float32)."""
-        for option, default in (("num_layers", 1), ("bidirectional", False), ("proj_size", 0)):
-            if getattr(module, option, default) != default:
-                raise NotImplementedError(f"torch LSTM with {option}="
-                                          f"{getattr(module, option)} is not supported yet")
+        """The same LSTM as a ``torch.nn.LSTM`` (any configuration) or the single-layer LSTM of
+        a ``torch.nn.LSTMCell``'s weights, in its dtype (float64 stays float64; other float
+        dtypes become float32)."""
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        if type(module).__name__ == "LSTMCell":
+            sd = {f"{k}_l0": v for k, v in sd.items()}
         wide = str(sd["weight_ih_l0"].dtype) == "torch.float64"
         sd = {k: (v.double() if wide else v.float()).numpy() for k, v in sd.items()}
-        return cls.from_state_dict(sd, batch_first=bool(module.batch_first),
+        return cls.from_state_dict(sd, batch_first=bool(getattr(module, "batch_first", False)),
+                                   dropout=float(getattr(module, "dropout", 0.0)),
                                    dtype=np.float64 if wide else np.float32)
 
+    @classmethod
+    def from_keras(cls, layer, **kwargs):
+        """A Keras 3 LSTM (a layer, a Bidirectional of one, a list of stacked ones, or their
+        get_weights() arrays) as a batch-first fastlstm LSTM; see `fastlstm.interop.keras`."""
+        from .interop.keras import from_keras
+        return from_keras(layer, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, model, **kwargs):
+        """The LSTM nodes of an ONNX model (a path or a ModelProto); see `fastlstm.interop.onnx`."""
+        from .interop.onnx import from_onnx
+        return from_onnx(model, **kwargs)
+
+    def to_onnx(self, path, **kwargs):
+        """Write this LSTM as a float32 ONNX model; see `fastlstm.interop.onnx`."""
+        from .interop.onnx import to_onnx
+        return to_onnx(self, path, **kwargs)
+
+    def config(self):
+        """The constructor arguments (without seed) as a dict of plain Python values."""
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    dropout=self.dropout, bidirectional=self.bidirectional,
+                    proj_size=self.proj_size, dtype=self.dtype.name)
+
+    def save(self, path):
+        """Write the configuration and the weights to a ``.npz`` that NumPy alone reads (no
+        pickle): ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text), the parameters."""
+        np.savez(path, fastlstm_format=np.array(_FORMAT_VERSION),
+                 fastlstm_config=np.array(json.dumps(self.config())), **self._params)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by `save` (``allow_pickle=False``: loading runs no code)."""
+        with np.load(path, allow_pickle=False) as data:
+            if "fastlstm_format" not in data or "fastlstm_config" not in data:
+                raise ValueError(f"{path} is not a file written by fastlstm.LSTM.save (it lacks "
+                                 f"fastlstm_format/fastlstm_config; keys {sorted(data)})")
+            version = int(data["fastlstm_format"])
+            if version > _FORMAT_VERSION:
+                raise ValueError(f"{path} has format {version}; this fastlstm reads formats up "
+                                 f"to {_FORMAT_VERSION}: upgrade fastlstm")
+            config = json.loads(str(data["fastlstm_config"]))
+            params = {k: data[k] for k in data.files if not k.startswith("fastlstm_")}
+        model = cls(**config)
+        model.load_state_dict(params)
+        return model
+
+    def describe(self, seq_len=None, batch=None):
+        """Every tensor's shape and meaning (printable table); see `fastlstm.shapes`."""
+        from .shapes import describe
+        return describe(self, seq_len=seq_len, batch=batch)
+
+    def trace(self, x, hx=None):
+        """Every step's gate pre-activations and activations, c and h; see `fastlstm.shapes`."""
+        from .shapes import trace
+        return trace(self, x, hx)
+
     def __repr__(self):
-        return (f"LSTM({self.input_size}, {self.hidden_size}, bias={self.bias}, "
-                f"batch_first={self.batch_first}, dtype={self.dtype.name})")
+        extra = "".join(f", {k}={v}" for k, v, default in (
+            ("num_layers", self.num_layers, 1), ("bias", self.bias, True),
+            ("batch_first", self.batch_first, False), ("dropout", self.dropout, 0.0),
+            ("bidirectional", self.bidirectional, False), ("proj_size", self.proj_size, 0))
+            if v != default)
+        return f"LSTM({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
 
     # -- running ------------------------------------------------------------------------------
 
-    def _prepare(self, x, hx, train):
+    def _prepare(self, x, hx, lengths, train):
         shape = getattr(x, "shape", None)
         if shape is not None and len(shape) in (2, 3):  # before x is copied or converted
             T = shape[0] if (len(shape) == 2 or not self.batch_first) else shape[1]
             B = 1 if len(shape) == 2 else (shape[0] if self.batch_first else shape[1])
-            Hp, Ip = round_up(self.hidden_size, 16), round_up(self.input_size, 16)
-            per_step = (2 * Ip + 8 * Hp) if train else (Ip + 5 * Hp)
+            Hp = round_up(self.hidden_size, 16)
+            K = round_up(max(self.input_size, self.num_directions * self._h_out), 16)
+            per_step = (2 * K + 8 * Hp) * self.num_layers * self.num_directions if train else \
+                K + 5 * Hp
             _check_allocation(T * B * per_step, self.dtype, f"x of shape {tuple(shape)}")
         x, unbatched = check_input(x, self.input_size, self.batch_first, self.dtype)
-        T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
-        h0, c0 = check_state(hx, B, self.hidden_size, unbatched, self.batch_first, self.dtype)
-        return x, unbatched, T, B, h0, c0
+        xt = x.transpose(1, 0, 2) if self.batch_first else x  # time-major view
+        T, B = xt.shape[:2]
+        h0, c0 = check_state(hx, B, self.num_layers, self.num_directions, self._h_out,
+                             self.hidden_size, unbatched, self.batch_first, self.dtype)
+        if unbatched and lengths is not None and np.ndim(lengths) == 0:
+            lengths = np.reshape(lengths, (1,))
+        lengths = check_lengths(lengths, B, T)
+        return xt, unbatched, h0, c0, lengths
 
-    def _strides(self, T, B, width):
-        """Element strides (per step, per batch row) of a (T, B, width) sequence in user layout."""
-        return (width, T * width) if self.batch_first else (B * width, width)
-
-    def _user_shape(self, T, B, width, unbatched):
+    def _user(self, a_tm, unbatched):
+        """A time-major (T, B, F) array in the user's layout (a view)."""
         if unbatched:
-            return (T, width)
-        return (B, T, width) if self.batch_first else (T, B, width)
+            return a_tm[:, 0]
+        return a_tm.transpose(1, 0, 2) if self.batch_first else a_tm
 
-    def _state_out(self, state, unbatched):
-        """A fresh (1, B, H) copy of a (B, H) state, or (1, H) for unbatched input."""
-        return np.array(state).reshape((1, -1) if unbatched else (1,) + state.shape)
+    def _empty_output(self, T, B, unbatched):
+        """A fresh output in the user's layout and its time-major view."""
+        F = self.num_directions * self._h_out
+        y = np.empty((B, T, F) if self.batch_first else (T, B, F), self.dtype)
+        y_tm = y.transpose(1, 0, 2) if self.batch_first else y
+        return (y[0] if self.batch_first else y[:, 0]) if unbatched else y, y_tm
 
-    def _initial_state(self, slots, B, Hp, first):
-        """`slots` x B x Hp scratch, slot 0 = `first` (B, H) with zero padding; the kernels
-        write every other slot whole."""
-        state = _workspace.take((slots, B, Hp), self.dtype)
-        state[0, :, : first.shape[1]] = first
-        state[0, :, first.shape[1]:] = 0
-        return state
+    @staticmethod
+    def _states_out(h_n, c_n, unbatched):
+        return (h_n[:, 0], c_n[:, 0]) if unbatched else (h_n, c_n)
 
-    def __call__(self, x, hx=None, *, num_threads=None):
+    def _run(self, x, hx, lengths, train, num_threads, dropout=None):
+        """The shared body of __call__ and forward_train."""
+        nt = check_num_threads(num_threads)
+        xt, unbatched, h0, c0, lengths = self._prepare(x, hx, lengths, train)
+        T, B = xt.shape[:2]
+        y, y_tm = self._empty_output(T, B, unbatched)
+        order = None
+        if lengths is not None:  # sorted longest first: the running rows are a prefix
+            order = np.argsort(-lengths, kind="stable")
+            xt, h0, c0, lengths = xt[:, order], h0[:, order], c0[:, order], lengths[order]
+            out = np.zeros(y_tm.shape, self.dtype)
+        else:
+            out = y_tm
+        h_n, c_n, tape = _stack.forward(self._layers, xt, h0, c0, lengths, out, train, nt,
+                                        dropout)
+        if order is not None:
+            inverse = np.argsort(order)
+            y_tm[...] = out[:, inverse]
+            h_n, c_n = h_n[:, inverse], c_n[:, inverse]
+        return y, self._states_out(h_n, c_n, unbatched), (tape, order, unbatched, xt.shape)
+
+    def __call__(self, x, hx=None, *, lengths=None, num_threads=None):
         """Run the sequence: ``output, (h_n, c_n) = lstm(x, hx)``.
 
         x is (seq_len, batch, input_size), (batch, seq_len, input_size) with batch_first, or
-        (seq_len, input_size) for one unbatched sequence. hx = (h0, c0), each (1, batch,
-        hidden_size) ((1, hidden_size) unbatched); None means zeros. output has x's layout with
-        hidden_size features; h_n and c_n have h0's shape. num_threads=None uses OpenMP's setting.
+        (seq_len, input_size) for one unbatched sequence. hx = (h0, c0) with h0 of shape
+        (num_layers * num_directions, batch, H_out) and c0 (..., hidden_size), 2-D for
+        unbatched x (H_out = proj_size or hidden_size); None means zeros. output has x's layout
+        with num_directions * H_out features; h_n and c_n have h0's and c0's shapes.
+
+        lengths (batch,) integers in [0, seq_len], any order: each sequence's own length, as
+        PyTorch's PackedSequence. Output rows past a length are 0; h_n, c_n are each sequence's
+        state at its own last step (the initial state for length 0); the reverse direction starts
+        at each sequence's last step; padding is never read. Each row equals its sequence run
+        alone, bitwise. num_threads=None uses OpenMP's setting.
         """
-        nt = check_num_threads(num_threads)
-        x, unbatched, T, B, h0, c0 = self._prepare(x, hx, train=False)
-        p, H = self._packed, self.hidden_size
-        Hp = round_up(H, PANEL[self.dtype])
-        y = np.empty(self._user_shape(T, B, H, unbatched), self.dtype)
-        h_state = self._initial_state(2, B, Hp, h0)
-        c_state = self._initial_state(1, B, Hp, c0)
-        chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
-        gates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
-        xs_t, xs_b = self._strides(T, B, self.input_size)
-        ys_t, ys_b = self._strides(T, B, H)
-        _record(_kernels.forward(
-            x.reshape(-1), xs_t, xs_b, T, B, self.input_size, H, p.w_ih.reshape(-1),
-            p.w_hh.reshape(-1), None if p.bias is None else p.bias, gates, chunk,
-            h_state.reshape(-1), c_state.reshape(-1), None, y.reshape(-1), ys_t, ys_b, nt))
-        h_n = self._state_out(h_state[T % 2, :, :H], unbatched)
-        c_n = self._state_out(c_state[0, :, :H], unbatched)
-        _workspace.give(gates, h_state, c_state)
-        return y, (h_n, c_n)
+        y, states, _ = self._run(x, hx, lengths, False, num_threads)
+        return y, states
 
     forward = __call__
 
-    def forward_train(self, x, hx=None, *, num_threads=None):
+    def step(self, x_t, state=None, *, num_threads=None):
+        """One time step of the whole stack, for streaming: ``output_t, (h, c) = lstm.step(x_t,
+        (h, c))``. x_t is (batch, input_size) or (input_size,); the states are those of
+        `__call__` (None: zeros). Steps in a row equal one call over the sequence, bitwise."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional LSTM cannot run step by step: its reverse "
+                             "direction starts from the end of the sequence, which a stream has "
+                             "not seen yet. Run the whole sequence with lstm(x)")
+        x_t = as_float_array("x_t", x_t, self.dtype)
+        if x_t.ndim not in (1, 2) or x_t.shape[-1] != self.input_size:
+            raise ValueError(f"x_t is one time step: (batch, input_size) = (batch, "
+                             f"{self.input_size}), or ({self.input_size},) unbatched; got shape "
+                             f"{x_t.shape}. For a whole sequence call lstm(x)")
+        seq = x_t[:, None] if self.batch_first and x_t.ndim == 2 else x_t[None]
+        y, states = self(seq, state, num_threads=num_threads)
+        return (y[:, 0] if self.batch_first and x_t.ndim == 2 else y[0]), states
+
+    def forward_train(self, x, hx=None, *, lengths=None, seed=None, num_threads=None):
         """Forward that keeps what the backward needs.
 
         Returns ``output, (h_n, c_n), backprop``; ``backprop(grad_output=None, grad_h_n=None,
         grad_c_n=None, *, num_threads=None)`` returns the gradients as a dict keyed ``x``,
         ``h0``, ``c0`` and the parameter names. It can be called any number of times; it uses
         the parameters as they were at this forward, even if they are set again meanwhile.
+        With dropout > 0, each layer's output but the last is dropped out (kept elements scaled
+        by 1/(1-dropout)) with a mask drawn from `seed`, or from the model's generator.
         """
-        nt = check_num_threads(num_threads)
-        x, unbatched, T, B, h0, c0 = self._prepare(x, hx, train=True)
-        p, I, H = self._packed, self.input_size, self.hidden_size
-        NR = PANEL[self.dtype]
-        Hp, Ip = round_up(H, NR), round_up(I, NR)
-        # x time-major and padded: the input of the projection and of the weight gradient
-        xpad = _workspace.take((T, B, Ip), self.dtype)
-        xpad[:, :, :I] = x.transpose(1, 0, 2) if self.batch_first else x
-        xpad[:, :, I:] = 0
-        gates = _workspace.take((T, B, 4 * Hp), self.dtype)
-        h_state = self._initial_state(T + 1, B, Hp, h0)
-        c_state = self._initial_state(T + 1, B, Hp, c0)
-        tc_state = _workspace.take((T, B, Hp), self.dtype)
-        y = np.empty(self._user_shape(T, B, H, unbatched), self.dtype)
-        ys_t, ys_b = self._strides(T, B, H)
-        _record(_kernels.forward(
-            xpad.reshape(-1), B * Ip, Ip, T, B, I, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
-            p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
-            tc_state.reshape(-1), y.reshape(-1), ys_t, ys_b, nt))
-        h_n = self._state_out(h_state[T, :, :H], unbatched)
-        c_n = self._state_out(c_state[T, :, :H], unbatched)
-        shapes = (y.shape, h_n.shape, x.shape, unbatched)
-        saved = (p, T, B, gates, h_state, c_state, tc_state, xpad)
+        dropout, masks = None, {}
+        if self.dropout and self.num_layers > 1:
+            rng = self._rng if seed is None else np.random.default_rng(seed)
+            keep = 1.0 - self.dropout
+
+            def dropout(layer, y):
+                mask = (rng.random(y.shape) < keep).astype(self.dtype)
+                if keep:
+                    mask *= self.dtype.type(1.0 / keep)
+                masks[layer] = mask
+                return y * mask
+
+        y, states, (tape, order, unbatched, shape) = self._run(
+            x, hx, lengths, True, num_threads, dropout)
+        saved = (tape, order, unbatched, shape, y.shape, states[0].shape, states[1].shape, masks)
 
         def backprop(grad_output=None, grad_h_n=None, grad_c_n=None, *, num_threads=None):
-            return self._backward(saved, shapes, grad_output, grad_h_n, grad_c_n, num_threads)
+            return self._backward(saved, grad_output, grad_h_n, grad_c_n, num_threads)
 
         # the buffers serve the next steps once nothing can call this backprop any more
-        weakref.finalize(backprop, _workspace.give, gates, h_state, c_state, tc_state, xpad)
-        return y, (h_n, c_n), backprop
+        buffers = [b for layer in tape[0] for runner, tapes, _ in layer for t in tapes
+                   for b in runner.buffers(t)]
+        weakref.finalize(backprop, _workspace.give, *buffers)
+        return y, states, backprop
 
-    def _backward(self, saved, shapes, grad_output, grad_h_n, grad_c_n, num_threads):
+    def _backward(self, saved, grad_output, grad_h_n, grad_c_n, num_threads):
         nt = check_num_threads(num_threads)
-        p, T, B, gates, h_state, c_state, tc_state, xpad = saved
-        y_shape, state_shape, x_shape, unbatched = shapes
+        tape, order, unbatched, shape, y_shape, h_shape, c_shape, masks = saved
         dy = check_upstream("grad_output", grad_output, y_shape, self.dtype)
-        dh_n = check_upstream("grad_h_n", grad_h_n, state_shape, self.dtype)
-        dc_n = check_upstream("grad_c_n", grad_c_n, state_shape, self.dtype)
+        dh_n = check_upstream("grad_h_n", grad_h_n, h_shape, self.dtype)
+        dc_n = check_upstream("grad_c_n", grad_c_n, c_shape, self.dtype)
         if dy is None and dh_n is None and dc_n is None:
             raise ValueError("backprop needs at least one of grad_output, grad_h_n, grad_c_n")
-        I, H = p.input_size, p.hidden_size
-        NR = PANEL[self.dtype]
-        Hp, Ip = round_up(H, NR), round_up(I, NR)
-        dh = np.zeros((B, Hp), self.dtype)
-        dc = np.zeros((B, Hp), self.dtype)
-        if dh_n is not None:
-            dh[:, :H] = dh_n.reshape(B, H)
-        if dc_n is not None:
-            dc[:, :H] = dc_n.reshape(B, H)
-        chunk = max(1, min(T, _CHUNK_VALUES // max(1, B * 4 * Hp)))
-        dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
-        dx = np.empty((T, B, Ip), self.dtype)
-        dw_ih = np.empty((4, Hp, Ip), self.dtype)  # PyTorch's gate blocks, padded
-        dw_hh = np.empty((4, Hp, Hp), self.dtype)
-        db = np.empty(4 * Hp, self.dtype) if p.bias is not None else None
-        dys_t, dys_b = self._strides(T, B, H)
-        _record(_kernels.backward(
-            T, B, I, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
-            h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
-            None if dy is None else dy.reshape(-1), dys_t, dys_b, dh.reshape(-1),
-            dc.reshape(-1), dgates, chunk, dx.reshape(-1), dw_ih.reshape(-1),
-            dw_hh.reshape(-1), db, nt))
-        _workspace.give(dgates)
-        dx = dx[:, :, :I]
-        if self.batch_first:
-            dx = dx.transpose(1, 0, 2)
-        rows = p.to_torch_rows
-        grads = {
-            "x": np.ascontiguousarray(dx).reshape(x_shape if not unbatched else (T, I)),
-            "h0": self._state_out(dh[:, :H], unbatched),
-            "c0": self._state_out(dc[:, :H], unbatched),
-            "weight_ih_l0": _unpad(dw_ih, H, I),
-            "weight_hh_l0": _unpad(dw_hh, H, H),
-        }
-        if db is not None:
-            grads["bias_ih_l0"] = db[rows]
-            grads["bias_hh_l0"] = db[rows]  # the same values, a separate array
+        T, B = shape[:2]
+        S = self.num_layers * self.num_directions
+        dh_n = np.zeros((S, B, self._h_out), self.dtype) if dh_n is None else \
+            dh_n.reshape(S, B, self._h_out)
+        dc_n = np.zeros((S, B, self.hidden_size), self.dtype) if dc_n is None else \
+            dc_n.reshape(S, B, self.hidden_size)
+        if dy is not None:
+            dy = dy.reshape(T, 1, -1) if unbatched else (
+                dy.transpose(1, 0, 2) if self.batch_first else dy)
+        if order is not None:
+            dh_n, dc_n = dh_n[:, order], dc_n[:, order]
+            dy = None if dy is None else dy[:, order]
+        dx, dh0, dc0, layer_grads = _stack.backward(
+            tape, dy, dh_n, dc_n, nt, (lambda l, g: g * masks[l]) if masks else None)
+        if order is not None:
+            inverse = np.argsort(order)
+            dx, dh0, dc0 = dx[:, inverse], dh0[:, inverse], dc0[:, inverse]
+        dx_user = np.empty((B, T, self.input_size) if self.batch_first else
+                           (T, B, self.input_size), self.dtype)
+        (dx_user.transpose(1, 0, 2) if self.batch_first else dx_user)[...] = dx
+        dh0, dc0 = self._states_out(dh0, dc0, unbatched)
+        grads = {"x": dx_user.reshape(T, self.input_size) if unbatched else dx_user,
+                 "h0": np.ascontiguousarray(dh0), "c0": np.ascontiguousarray(dc0)}
+        for k, directions in enumerate(layer_grads):
+            for d, g in enumerate(directions):
+                suffix = f"_l{k}" + ("_reverse" if d else "")
+                grads.update({base + suffix: g[base] for base in
+                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                              if base in g})
         return grads

@@ -4,7 +4,8 @@ This module is the oracle of the test suite and the NumPy baseline of the
 benchmarks.  It depends on NumPy only and imports nothing else from
 ``fastlstm``, so it stays usable while the compiled kernels are being built.
 
-The equations are PyTorch's (``torch.nn.LSTM``, one layer, unidirectional),
+The equations are PyTorch's (``torch.nn.LSTM``, one layer, one direction,
+optionally with ``proj_size``),
 with the four gate blocks stacked as ``i, f, g, o`` along the ``4H`` axis::
 
     gates = x_t @ W_ih^T + b_ih + h_{t-1} @ W_hh^T + b_hh
@@ -76,7 +77,7 @@ def _check_shape(name, a, shape):
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
 
 
-def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0):
+def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
     """Validate shapes and cast everything to ``x.dtype`` (no copies when
     the dtype already matches; nothing here is ever written to)."""
     x = np.asarray(x)
@@ -88,9 +89,17 @@ def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0):
     T, B, I = x.shape
     w_ih = np.asarray(weight_ih, dtype=dtype)
     w_hh = np.asarray(weight_hh, dtype=dtype)
-    if w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
-        raise ValueError(f"weight_hh must have shape (4H, H), got {w_hh.shape}")
-    H = w_hh.shape[1]
+    if weight_hr is None:
+        if w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1]:
+            raise ValueError(f"weight_hh must have shape (4H, H), got {w_hh.shape}")
+        H = P = w_hh.shape[1]
+        w_hr = None
+    else:
+        w_hr = np.asarray(weight_hr, dtype=dtype)
+        if w_hr.ndim != 2:
+            raise ValueError(f"weight_hr must have shape (P, H), got {w_hr.shape}")
+        P, H = w_hr.shape
+        _check_shape("weight_hh", w_hh, (4 * H, P))
     _check_shape("weight_ih", w_ih, (4 * H, I))
 
     bias = None  # b_ih + b_hh (a missing one counts as zero); None: no bias
@@ -101,31 +110,34 @@ def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0):
             bias = b if bias is None else bias + b
 
     states = []
-    for name, s in (("h0", h0), ("c0", c0)):
+    for name, s, width in (("h0", h0, P), ("c0", c0, H)):
         if s is None:
-            s = np.zeros((B, H), dtype)
+            s = np.zeros((B, width), dtype)
         else:
             s = np.asarray(s, dtype=dtype)
-            _check_shape(name, s, (B, H))
+            _check_shape(name, s, (B, width))
         states.append(s)
-    return x, w_ih, w_hh, bias, states[0], states[1]
+    return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _run(x, w_ih, w_hh, bias, h0, c0, keep):
+def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
     """The forward time loop.  ``keep=True`` also stores what BPTT needs.
 
-    Returns ``(hs, c_n, gates, cells, tanh_cells)``: ``hs`` is ``(T+1, B, H)``
-    with ``hs[0] = h0`` and ``hs[1:]`` the output (so the "previous h" of every
-    step is the contiguous slice ``hs[:-1]``, no concatenation needed in
-    backward); the last three are None unless ``keep``.
+    Returns ``(hs, c_n, gates, cells, tanh_cells, raw)``: ``hs`` is
+    ``(T+1, B, H_out)`` with ``hs[0] = h0`` and ``hs[1:]`` the output (so the
+    "previous h" of every step is the contiguous slice ``hs[:-1]``, no
+    concatenation needed in backward); the last four are None unless
+    ``keep`` (``raw``, the unprojected ``o * tanh(c)``, only with ``w_hr``).
     """
     T, B, I = x.shape
-    H = w_hh.shape[1]
+    H = w_ih.shape[0] // 4
+    P = w_hh.shape[1]  # H_out: the width of h, H unless projected
     dtype = x.dtype
     # For B >= 2 the contiguous copy pays for itself within a few steps.  For
     # B == 1 NumPy uses gemv, which is about as fast on the transposed view
     # (BLAS handles the transpose), so the copy would rarely pay off.
     w_hh_t = _transposed(w_hh) if B >= 2 and T >= 8 else w_hh.T
+    w_hr_t = None if w_hr is None else w_hr.T
 
     # Input projection for all time steps at once: one big, efficient GEMM.
     # With keep=True it is then activated in place, step by step, and
@@ -134,8 +146,9 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep):
     if bias is not None:
         gates += bias
 
-    hs = np.empty((T + 1, B, H), dtype)
+    hs = np.empty((T + 1, B, P), dtype)
     hs[0] = h0
+    raw = np.empty((T, B, H), dtype) if (keep and w_hr is not None) else None
     if keep:
         cells = np.empty((T + 1, B, H), dtype)
         cells[0] = c0
@@ -147,6 +160,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep):
         tc_buf = np.empty((B, H), dtype)
     rec = np.empty((B, 4 * H), dtype)  # h_{t-1} @ W_hh^T
     ig = np.empty((B, H), dtype)  # i * g
+    h_raw = np.empty((B, H), dtype) if w_hr is not None else None
 
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=rec)
@@ -167,19 +181,25 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep):
         np.multiply(i, g, out=ig)
         c_new += ig
         np.tanh(c_new, out=tc)
-        np.multiply(o, tc, out=hs[t + 1])
+        if w_hr is None:
+            np.multiply(o, tc, out=hs[t + 1])
+        else:  # projection: h = W_hr (o * tanh(c))
+            r = raw[t] if keep else h_raw
+            np.multiply(o, tc, out=r)
+            np.matmul(r, w_hr_t, out=hs[t + 1])
         c = c_new
 
     c_n = c.copy() if keep else c
     if keep:
-        return hs, c_n, gates, cells, tanh_cells
-    return hs, c_n, None, None, None
+        return hs, c_n, gates, cells, tanh_cells, raw
+    return hs, c_n, None, None, None, None
 
 
 # ----------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------
-def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
+def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
+            weight_hr=None):
     """Run a one-layer LSTM over a sequence (inference, no cache).
 
     Parameters
@@ -190,12 +210,15 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     weight_ih : ndarray, shape (4H, I)
         Input-to-hidden weights, gate blocks ``i, f, g, o`` (PyTorch's
         ``weight_ih_l0``).  Cast to ``x.dtype``.
-    weight_hh : ndarray, shape (4H, H)
+    weight_hh : ndarray, shape (4H, H_out)
         Hidden-to-hidden weights (PyTorch's ``weight_hh_l0``).
     bias_ih, bias_hh : ndarray, shape (4H,), optional
         Biases; None means no bias (zeros).
-    h0, c0 : ndarray, shape (B, H), optional
+    h0, c0 : ndarray, shapes (B, H_out) and (B, H), optional
         Initial hidden and cell state; None means zeros.
+    weight_hr : ndarray, shape (P, H), optional
+        Projection (PyTorch's ``weight_hr_l0``, ``proj_size=P``): then
+        ``h_t = W_hr (o * tanh(c_t))`` and ``H_out = P``; else ``H_out = H``.
 
     Returns
     -------
@@ -210,13 +233,14 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     -----
     Inputs are never modified; all outputs are newly allocated arrays.
     """
-    x, w_ih, w_hh, bias, h0, c0 = _prepare(x, weight_ih, weight_hh,
-                                           bias_ih, bias_hh, h0, c0)
-    hs, c_n, _, _, _ = _run(x, w_ih, w_hh, bias, h0, c0, keep=False)
+    x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare(x, weight_ih, weight_hh, bias_ih,
+                                                 bias_hh, h0, c0, weight_hr)
+    hs, c_n, _, _, _, _ = _run(x, w_ih, w_hh, bias, h0, c0, keep=False, w_hr=w_hr)
     return hs[1:], hs[-1].copy(), c_n
 
 
-def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
+def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
+                  weight_hr=None):
     """Like :func:`forward`, and also return the cache for :func:`backward`.
 
     Parameters
@@ -240,11 +264,13 @@ def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, 
     ``output`` instead of copying them: do not modify those in place before
     calling :func:`backward`.
     """
-    x, w_ih, w_hh, bias, h0, c0 = _prepare(x, weight_ih, weight_hh,
-                                           bias_ih, bias_hh, h0, c0)
-    hs, c_n, gates, cells, tanh_cells = _run(x, w_ih, w_hh, bias, h0, c0, keep=True)
-    cache = dict(x=x, weight_ih=w_ih, weight_hh=w_hh, has_bias=bias is not None,
-                 gates=gates, cells=cells, tanh_cells=tanh_cells, hs=hs)
+    x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare(x, weight_ih, weight_hh, bias_ih,
+                                                 bias_hh, h0, c0, weight_hr)
+    hs, c_n, gates, cells, tanh_cells, raw = _run(x, w_ih, w_hh, bias, h0, c0, keep=True,
+                                                  w_hr=w_hr)
+    cache = dict(x=x, weight_ih=w_ih, weight_hh=w_hh, weight_hr=w_hr,
+                 has_bias=bias is not None, gates=gates, cells=cells,
+                 tanh_cells=tanh_cells, hs=hs, raw=raw)
     return hs[1:], hs[-1].copy(), c_n, cache
 
 
@@ -258,14 +284,15 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
         ``backward`` may be called on it several times.
     grad_output : ndarray, shape (T, B, H), optional
         Gradient of the loss w.r.t. ``output``.
-    grad_h_n, grad_c_n : ndarray, shape (B, H), optional
+    grad_h_n, grad_c_n : ndarray, shapes (B, H_out) and (B, H), optional
         Gradients of the loss w.r.t. ``h_n`` and ``c_n``.
 
     Returns
     -------
     grads : dict of ndarray
-        ``'x'`` (T, B, I), ``'h0'`` (B, H), ``'c0'`` (B, H),
-        ``'weight_ih'`` (4H, I), ``'weight_hh'`` (4H, H), and, only if the
+        ``'x'`` (T, B, I), ``'h0'`` (B, H_out), ``'c0'`` (B, H),
+        ``'weight_ih'`` (4H, I), ``'weight_hh'`` (4H, H_out), ``'weight_hr'``
+        (P, H) when projected, and, only if the
         forward pass had at least one bias, ``'bias_ih'`` and ``'bias_hh'``
         (both (4H,) and equal, since both biases enter the gates the same way).
 
@@ -281,10 +308,12 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     if grad_output is None and grad_h_n is None and grad_c_n is None:
         raise ValueError("backward needs at least one of grad_output, grad_h_n, grad_c_n")
     x, w_ih, w_hh = cache["x"], cache["weight_ih"], cache["weight_hh"]
+    w_hr, raw = cache.get("weight_hr"), cache.get("raw")
     gates, cells, tanh_cells, hs = (cache["gates"], cache["cells"],
                                     cache["tanh_cells"], cache["hs"])
     T, B, I = x.shape
-    H = w_hh.shape[1]
+    H = w_ih.shape[0] // 4
+    P = w_hh.shape[1]
     dtype = x.dtype
 
     def upstream(name, g, shape):
@@ -297,12 +326,14 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
 
     if grad_output is not None:
         grad_output = np.asarray(grad_output, dtype=dtype)
-        _check_shape("grad_output", grad_output, (T, B, H))
-    dh_rec = upstream("grad_h_n", grad_h_n, (B, H))  # dL/dh_t through h_{t+1}
+        _check_shape("grad_output", grad_output, (T, B, P))
+    dh_rec = upstream("grad_h_n", grad_h_n, (B, P))  # dL/dh_t through h_{t+1}
     dc = upstream("grad_c_n", grad_c_n, (B, H))  # dL/dc_t, carried backwards
 
     d_gates = np.empty((T, B, 4 * H), dtype)  # pre-activation gate grads
-    dh = np.empty((B, H), dtype)
+    dh_out = np.empty((B, P), dtype)  # dL/dh_t, of the (projected) h
+    dh = np.empty((B, H), dtype) if w_hr is not None else dh_out  # of o * tanh(c)
+    d_hs = np.empty((T, B, P), dtype) if w_hr is not None else None
     tmp = np.empty((B, H), dtype)
     for t in range(T - 1, -1, -1):
         at = gates[t]
@@ -313,9 +344,12 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
 
         # total dL/dh_t: from the output at t and from the recurrence
         if grad_output is not None:
-            np.add(dh_rec, grad_output[t], out=dh)
+            np.add(dh_rec, grad_output[t], out=dh_out)
         else:
-            np.copyto(dh, dh_rec)
+            np.copyto(dh_out, dh_rec)
+        if w_hr is not None:  # h = (o * tanh(c)) @ W_hr^T
+            d_hs[t] = dh_out
+            np.matmul(dh_out, w_hr, out=dh)
         # o: h = o * tanh(c);  sigmoid' = s * (1 - s)
         np.multiply(dh, tc, out=do)
         np.subtract(1.0, o, out=tmp)
@@ -349,7 +383,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     # Weight gradients: one GEMM each over all T*B rows.
     dg2 = d_gates.reshape(T * B, 4 * H)
     x2 = x.reshape(T * B, I)
-    h_prev = hs[:-1].reshape(T * B, H)
+    h_prev = hs[:-1].reshape(T * B, P)
     if T * B == 1:
         # OpenBLAS sgemm with K=1 (an outer product) is pathologically slow
         # (~265 us for 1024x256, vs ~47 us for this broadcast multiply).
@@ -365,6 +399,8 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
         "weight_ih": dw_ih,
         "weight_hh": dw_hh,
     }
+    if w_hr is not None:
+        grads["weight_hr"] = np.matmul(d_hs.reshape(T * B, P).T, raw.reshape(T * B, H))
     if cache["has_bias"]:
         db = dg2.sum(axis=0)
         grads["bias_ih"] = db

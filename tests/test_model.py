@@ -297,22 +297,6 @@ def test_from_torch_half_precision_becomes_float32():
                           tm.weight_hh_l0.detach().float().numpy())
 
 
-@pytest.mark.parametrize("kwargs,option", [
-    (dict(bidirectional=True), "bidirectional"),
-    (dict(num_layers=2), "num_layers"),
-    (dict(proj_size=2), "proj_size"),
-])
-def test_from_torch_unsupported_options(kwargs, option):
-    torch = pytest.importorskip("torch")
-    tm = torch.nn.LSTM(I, H, **kwargs)
-    with pytest.raises(NotImplementedError, match=option) as ei:
-        fastlstm.LSTM.from_torch(tm)
-    assert str(tm.__dict__.get(option, kwargs[option])) in str(ei.value)
-    # and the same module's state dict refuses too
-    with pytest.raises(NotImplementedError):
-        fastlstm.LSTM.from_state_dict(tm.state_dict())
-
-
 # ------------------------------------------------------------------------------------------------
 # initialisation
 

@@ -173,7 +173,7 @@ def test_state_batch_first_confusion(slot, batch_first):
     with pytest.raises(ValueError) as ei:
         m(x, _hx(slot, np.zeros((Bb, 1, H), np.float32), good))
     assert_mentions(ei, f"{slot} must have shape", "(1, 3, 5)", "got (3, 1, 5)",
-                    f"{slot}.transpose(1, 0, 2)", "(num_layers, batch, hidden_size)")
+                    f"{slot}.transpose(1, 0, 2)", "(num_layers * num_directions, batch, ")
 
 
 @pytest.mark.parametrize("slot", SLOTS)
@@ -465,10 +465,23 @@ def test_constructor_numpy_int_sizes_are_accepted():
     assert type(m.input_size) is int
 
 
-@pytest.mark.parametrize("layers", [2, 3])
-def test_constructor_more_layers_not_implemented(layers):
-    with pytest.raises(NotImplementedError, match="num_layers"):
-        fastlstm.LSTM(3, 5, layers)
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(proj_size=5), r"proj_size must be 0 \(no projection\) or in \[1, hidden_size\)"),
+    (dict(proj_size=-1), "proj_size must be 0"),
+    (dict(dropout=1.5), r"dropout must be in \[0, 1\]"),
+    (dict(dropout=-0.1), r"dropout must be in \[0, 1\]"),
+    (dict(num_layers=0), "num_layers must be a positive int"),
+])
+def test_constructor_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fastlstm.LSTM(3, 5, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(proj_size=1.0), dict(dropout="0.1"),
+                                    dict(proj_size=True), dict(num_layers=2.0)])
+def test_constructor_bad_option_types(kwargs):
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
+        fastlstm.LSTM(3, 5, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, int, np.int32, np.complex64, "banana", object,
@@ -660,10 +673,14 @@ def test_from_state_dict_bad_input():
     with pytest.raises(ValueError, match=r"weight_ih_l0 must have shape \(4\*hidden_size"):
         fastlstm.LSTM.from_state_dict({"weight_ih_l0": np.zeros((19, 3)),
                                        "weight_hh_l0": np.zeros((19, 5))})
-    with pytest.raises(NotImplementedError, match="_reverse"):
+    with pytest.raises(KeyError, match=r"missing keys \['weight_hh_l0_reverse'\]"):
         fastlstm.LSTM.from_state_dict({"weight_ih_l0": np.zeros((20, 3)),
                                        "weight_hh_l0": np.zeros((20, 5)),
                                        "weight_ih_l0_reverse": np.zeros((20, 3))})
+    with pytest.raises(KeyError, match=r"unexpected keys \['weight_ih_l7'\]"):
+        fastlstm.LSTM.from_state_dict({"weight_ih_l0": np.zeros((20, 3)),
+                                       "weight_hh_l0": np.zeros((20, 5)),
+                                       "weight_ih_l7": np.zeros((20, 5))})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""One direction of one layer: the unit that `model` stacks into layers and directions.
+
+A direction runs a time-major (T, B, K) view (any non-negative strides, last axis contiguous)
+from states (B, H_out), (B, H); it writes its output into a (T, B, H_out) view the caller owns
+(half of a bidirectional output, a slice of a ragged batch) and returns fresh final states.
+`run_train` also returns a tape, which `back` turns into gradients: dx (T, B, K), dh0, dc0 and
+the parameter gradients by their names without the layer suffix.
+
+`KernelDirection` runs fastlstm's kernels. `NumpyDirection` runs the NumPy reference; the model
+uses it for `proj_size`, which the kernels do not have yet (same results, NumPy's speed).
+"""
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _kernels, _workspace, reference
+from ._packing import PANEL, pack, round_up
+
+# The input projection runs over a chunk of steps at a time, at most this many gate values
+# (8 MiB in float32): memory stays bounded for long sequences, results do not change.
+CHUNK_VALUES = 1 << 21
+
+_last_call = threading.local()
+
+
+def last_num_threads():
+    """Threads the last kernel call made by this Python thread actually ran (None before any)."""
+    return getattr(_last_call, "num_threads", None)
+
+
+def _flat(a):
+    """(1-D view from a's first element to its last, step stride, row stride), in elements,
+    of a (T, B, K) view; a copy first when a stride is negative (a time-reversed view)."""
+    if a.strides[0] < 0 or a.strides[1] < 0:
+        a = np.ascontiguousarray(a)
+    T, B, K = a.shape
+    st, sb = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    n = (T - 1) * st + (B - 1) * sb + K if T and B else 0
+    return as_strided(a, (n,), (a.itemsize,), writeable=a.flags.writeable), st, sb
+
+
+def _unpad(blocks, rows, cols):
+    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols)."""
+    return np.ascontiguousarray(blocks[:, :rows, :cols]).reshape(4 * rows, cols)
+
+
+def _chunk(T, B, Hp):
+    return max(1, min(T, CHUNK_VALUES // max(1, B * 4 * Hp)))
+
+
+class KernelDirection:
+    """One direction's weights, packed once for fastlstm's kernels."""
+
+    def __init__(self, params, dtype):
+        self.dtype = np.dtype(dtype)
+        self.packed = pack(params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
+                           params.get("bias_hh"), self.dtype)
+        self.hidden_size = self.packed.hidden_size
+
+    def _states(self, slots, B, first):
+        """`slots` x B x Hp scratch, slot 0 = `first` with zero padding; the kernels write
+        every other slot whole."""
+        Hp = round_up(self.hidden_size, PANEL[self.dtype])
+        state = _workspace.take((slots, B, Hp), self.dtype)
+        state[0, :, :first.shape[1]] = first
+        state[0, :, first.shape[1]:] = 0
+        return state
+
+    def run(self, x, h0, c0, y, num_threads):
+        T, B, K = x.shape
+        p, H = self.packed, self.hidden_size
+        Hp = round_up(H, PANEL[self.dtype])
+        h_state, c_state = self._states(2, B, h0), self._states(1, B, c0)
+        chunk = _chunk(T, B, Hp)
+        gates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
+        xf, xs_t, xs_b = _flat(x)
+        yf, ys_t, ys_b = _flat(y)
+        _last_call.num_threads = _kernels.forward(
+            xf, xs_t, xs_b, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1), p.bias, gates,
+            chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b, num_threads)
+        h_n, c_n = h_state[T % 2, :, :H].copy(), c_state[0, :, :H].copy()
+        _workspace.give(gates, h_state, c_state)
+        return h_n, c_n
+
+    def run_train(self, x, h0, c0, y, num_threads):
+        T, B, K = x.shape
+        p, H = self.packed, self.hidden_size
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(K, NR)
+        # x time-major and padded: the input of the projection and of the weight gradient
+        xpad = _workspace.take((T, B, Kp), self.dtype)
+        xpad[:, :, :K] = x
+        xpad[:, :, K:] = 0
+        gates = _workspace.take((T, B, 4 * Hp), self.dtype)
+        h_state, c_state = self._states(T + 1, B, h0), self._states(T + 1, B, c0)
+        tc_state = _workspace.take((T, B, Hp), self.dtype)
+        yf, ys_t, ys_b = _flat(y)
+        _last_call.num_threads = _kernels.forward(
+            xpad.reshape(-1), B * Kp, Kp, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
+            p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
+            tc_state.reshape(-1), yf, ys_t, ys_b, num_threads)
+        h_n, c_n = h_state[T, :, :H].copy(), c_state[T, :, :H].copy()
+        buffers = (gates, h_state, c_state, tc_state, xpad)
+        return h_n, c_n, (p, T, B, K, buffers)
+
+    def zero_grads(self):
+        """Parameter gradients of a run of no step (T == 0 or an empty batch)."""
+        p, H = self.packed, self.hidden_size
+        out = {"weight_ih": np.zeros((4 * H, p.input_size), self.dtype),
+               "weight_hh": np.zeros((4 * H, H), self.dtype)}
+        if p.bias is not None:
+            out["bias_ih"] = np.zeros(4 * H, self.dtype)
+            out["bias_hh"] = np.zeros(4 * H, self.dtype)
+        return out
+
+    @staticmethod
+    def buffers(tape):
+        """The workspace buffers a tape holds (given back once nothing can use the tape)."""
+        return tape[4]
+
+    def back(self, tape, dy, dh_n, dc_n, num_threads):
+        p, T, B, K, (gates, h_state, c_state, tc_state, xpad) = tape
+        H = p.hidden_size
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(K, NR)
+        dh = np.zeros((B, Hp), self.dtype)
+        dc = np.zeros((B, Hp), self.dtype)
+        dh[:, :H] = dh_n
+        dc[:, :H] = dc_n
+        chunk = _chunk(T, B, Hp)
+        dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
+        dx = np.empty((T, B, Kp), self.dtype)
+        dw_ih = np.empty((4, Hp, Kp), self.dtype)  # PyTorch's gate blocks, padded
+        dw_hh = np.empty((4, Hp, Hp), self.dtype)
+        db = np.empty(4 * Hp, self.dtype) if p.bias is not None else None
+        dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)
+        _last_call.num_threads = _kernels.backward(
+            T, B, K, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
+            h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
+            dyf, dys_t, dys_b, dh.reshape(-1), dc.reshape(-1), dgates, chunk, dx.reshape(-1),
+            dw_ih.reshape(-1), dw_hh.reshape(-1), db, num_threads)
+        _workspace.give(dgates)
+        grads = {"weight_ih": _unpad(dw_ih, H, K), "weight_hh": _unpad(dw_hh, H, H)}
+        if db is not None:
+            grads["bias_ih"] = db[p.to_torch_rows]
+            grads["bias_hh"] = db[p.to_torch_rows]  # the same values, a separate array
+        return dx[:, :, :K], dh[:, :H], dc[:, :H], grads
+
+
+class NumpyDirection:
+    """One direction run by `fastlstm.reference` (for what the kernels lack: projections)."""
+
+    def __init__(self, params, dtype):
+        self.dtype = np.dtype(dtype)
+        self.params = {k: np.array(v, self.dtype) for k, v in params.items()}
+        self.hidden_size = self.params["weight_ih"].shape[0] // 4
+
+    def _args(self):
+        p = self.params
+        return (p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"))
+
+    def run(self, x, h0, c0, y, num_threads):
+        out, h_n, c_n = reference.forward(np.ascontiguousarray(x), *self._args(), h0, c0,
+                                          weight_hr=self.params.get("weight_hr"))
+        y[...] = out
+        return h_n, c_n
+
+    def run_train(self, x, h0, c0, y, num_threads):
+        # the tape keeps x: a copy, which nobody else can change
+        out, h_n, c_n, cache = reference.forward_train(
+            np.array(x), *self._args(), h0, c0, weight_hr=self.params.get("weight_hr"))
+        y[...] = out
+        return h_n, c_n, cache
+
+    def zero_grads(self):
+        return {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    @staticmethod
+    def buffers(tape):
+        return ()
+
+    def back(self, tape, dy, dh_n, dc_n, num_threads):
+        grads = reference.backward(tape, dy, dh_n, dc_n)
+        return grads.pop("x"), grads.pop("h0"), grads.pop("c0"), grads
