@@ -12,10 +12,11 @@ import os as _os
 
 from . import _kernels, reference
 from ._workspace import release_memory
+from .cell import LSTMCell
 from .model import LSTM, last_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "openmp_enabled", "openmp_info", "reference", "release_memory"]
+__all__ = ["LSTM", "LSTMCell", "openmp_enabled", "openmp_info", "reference", "release_memory"]
 
 _forced = _os.environ.get("FASTLSTM_ISA", "").strip().lower()
 if _forced:

@@ -1,0 +1,162 @@
+"""`LSTMCell`: one step, ``torch.nn.LSTMCell``'s parameters and call, on fastlstm's kernels.
+
+A cell is a one-layer LSTM run for one step: it holds an `LSTM` and renames PyTorch's
+``weight_ih_l0`` & co. to the cell's ``weight_ih`` & co., and its states lose the layer axis.
+"""
+import numpy as np
+
+from ._validate import as_float_array, to_numpy
+from .model import LSTM
+
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+class LSTMCell:
+    """``h, c = cell(x, (h, c))``: one LSTM step with ``torch.nn.LSTMCell``'s conventions.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features of x (I) and hidden units (H).
+    bias : bool, default True
+        Whether the cell has ``bias_ih`` and ``bias_hh``.
+    dtype : {np.float32, np.float64}, default np.float32
+    seed : int or None
+        Seed for the initial parameters, U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch.
+
+    x is (batch, input_size) or (input_size,); h and c are (batch, hidden_size), or
+    (hidden_size,) with a 1-D x; None means zeros.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None):
+        self._lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
+        self.input_size, self.hidden_size = self._lstm.input_size, self._lstm.hidden_size
+        self.bias, self.dtype = self._lstm.bias, self._lstm.dtype
+
+    # -- parameters: the LSTM's, without the layer suffix --------------------------------------
+
+    def parameters(self):
+        """The parameters by PyTorch's LSTMCell names, as read-only arrays."""
+        return {k[:-3]: v for k, v in self._lstm.parameters().items()}
+
+    state_dict = parameters
+
+    def set_parameters(self, **arrays):
+        """Replace some or all parameters by name (weight_ih, weight_hh, bias_ih, bias_hh)."""
+        unknown = sorted(set(arrays) - set(self.parameters()))
+        if unknown:
+            raise TypeError(f"unknown parameter name(s) {unknown}; this LSTMCell has "
+                            f"{sorted(self.parameters())}")
+        self._lstm.set_parameters(**{f"{k}_l0": v for k, v in arrays.items()})
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load parameters by name (arrays or torch tensors); strict: missing or unexpected
+        keys raise KeyError."""
+        state_dict = dict(state_dict)
+        expected = set(self.parameters())
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict does not match {self!r}: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
+        self.set_parameters(**{k: v for k, v in state_dict.items() if k in expected})
+
+    @classmethod
+    def from_state_dict(cls, state_dict, *, dtype=None):
+        """An LSTMCell from weight_ih (4H, I), weight_hh (4H, H) and optional biases; the dtype
+        is weight_ih's when it is float32/float64 unless given."""
+        state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
+        if "weight_ih" not in state_dict or "weight_hh" not in state_dict:
+            raise KeyError(f"state_dict needs weight_ih and weight_hh (torch.nn.LSTMCell's "
+                           f"names); got keys {sorted(state_dict)}")
+        w_ih = np.asarray(state_dict["weight_ih"])
+        if w_ih.ndim != 2 or w_ih.shape[0] % 4:
+            raise ValueError(f"weight_ih must have shape (4*hidden_size, input_size); got "
+                             f"{w_ih.shape}")
+        if dtype is None:
+            dtype = w_ih.dtype if w_ih.dtype in (np.float32, np.float64) else np.float32
+        cell = cls(w_ih.shape[1], w_ih.shape[0] // 4, bias="bias_ih" in state_dict, dtype=dtype)
+        cell.load_state_dict(state_dict)
+        return cell
+
+    @classmethod
+    def from_torch(cls, module):
+        """The same cell as a ``torch.nn.LSTMCell`` (float64 stays float64, else float32)."""
+        sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        wide = str(sd["weight_ih"].dtype) == "torch.float64"
+        return cls.from_state_dict({k: (v.double() if wide else v.float()).numpy()
+                                    for k, v in sd.items()},
+                                   dtype=np.float64 if wide else np.float32)
+
+    def __repr__(self):
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}"
+                f"{'' if self.bias else ', bias=False'}, dtype={self.dtype.name})")
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _prepare(self, x, hx):
+        """x as a one-step sequence (1, B, I) and the states as (1, B, H)."""
+        x = as_float_array("x", x, self.dtype)
+        I, H = self.input_size, self.hidden_size
+        if x.ndim not in (1, 2) or x.shape[-1] != I:
+            raise ValueError(f"x must have shape (batch, input_size) = (batch, {I}), or ({I},) "
+                             f"for one sample; got {x.shape}"
+                             + (". LSTMCell runs one step: for a sequence use fastlstm.LSTM"
+                                if x.ndim == 3 else ""))
+        unbatched = x.ndim == 1
+        B = 1 if unbatched else x.shape[0]
+        expected = (H,) if unbatched else (B, H)
+        if hx is None:
+            states = (np.zeros((1, B, H), self.dtype),) * 2
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx must be a tuple (h, c) of two arrays, got "
+                                f"{type(hx).__name__}")
+            states = []
+            for name, s in zip(("h", "c"), hx):
+                s = as_float_array(name, s, self.dtype)
+                if s.shape != expected:
+                    hint = ""
+                    if s.ndim == len(expected) + 1 and s.shape[0] == 1 and s.shape[1:] == expected:
+                        hint = (f". LSTMCell states have no layer axis (nn.LSTM's do): pass "
+                                f"{name}[0]")
+                    raise ValueError(f"{name} must have shape {expected} ((batch, hidden_size), "
+                                     f"batch taken from x{', 1-D for a 1-D x' if unbatched else ''}"
+                                     f"); got {s.shape}{hint}")
+                states.append(s.reshape(1, B, H))
+        return x.reshape(1, B, I), tuple(states), unbatched
+
+    def __call__(self, x, hx=None, *, num_threads=None):
+        """One step: returns the new (h, c), shaped like hx."""
+        seq, hx, unbatched = self._prepare(x, hx)
+        _, (h, c) = self._lstm(seq, hx, num_threads=num_threads)
+        return (h[0, 0], c[0, 0]) if unbatched else (h[0], c[0])
+
+    forward = __call__
+
+    def forward_train(self, x, hx=None, *, num_threads=None):
+        """One step that keeps what the backward needs: ``(h, c), backprop``, where
+        ``backprop(grad_h=None, grad_c=None)`` returns gradients keyed ``x``, ``h``, ``c`` and
+        the parameter names."""
+        seq, hx, unbatched = self._prepare(x, hx)
+        _, (h, c), backprop_seq = self._lstm.forward_train(seq, hx, num_threads=num_threads)
+        shape = h.shape[1:] if not unbatched else h.shape[2:]
+
+        def backprop(grad_h=None, grad_c=None, *, num_threads=None):
+            ups = []
+            for name, g in (("grad_h", grad_h), ("grad_c", grad_c)):
+                if g is not None:
+                    g = as_float_array(name, g, self.dtype)
+                    if g.shape != shape:
+                        raise ValueError(f"{name} must have the shape of the returned "
+                                         f"{name[-1]}, {shape}; got {g.shape}")
+                    g = g.reshape(h.shape)
+                ups.append(g)
+            if ups[0] is None and ups[1] is None:
+                raise ValueError("backprop needs at least one of grad_h, grad_c")
+            grads = backprop_seq(None, *ups, num_threads=num_threads)
+            out = {"x": grads.pop("x").reshape(np.shape(x) if unbatched else seq.shape[1:]),
+                   "h": grads.pop("h0").reshape(shape), "c": grads.pop("c0").reshape(shape)}
+            out.update({k[:-3]: v for k, v in grads.items()})
+            return out
+
+        return ((h[0, 0], c[0, 0]) if unbatched else (h[0], c[0])), backprop
