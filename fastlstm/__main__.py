@@ -1,8 +1,12 @@
-"""Command line: ``python -m fastlstm demo``.
+"""Command line: ``python -m fastlstm demo`` and ``python -m fastlstm shapes``.
 
 demo: builds an LSTM, runs it on a sample batch, prints the shape of every tensor in words,
 checks the result against the NumPy reference (and PyTorch when installed), and times it against
 both.
+
+shapes: prints the shape and meaning of every tensor of an LSTM configuration (no weights are
+made): input, states, PyTorch's stacked parameters and each gate's one-matrix view, per-step
+gate values and outputs. E.g. ``python -m fastlstm shapes --input-size 3 --hidden-size 3``.
 """
 import argparse
 import sys
@@ -12,6 +16,7 @@ import numpy as np
 
 import fastlstm
 from fastlstm import reference
+from fastlstm.shapes import describe_config
 
 
 def _median_ms(fn, budget=0.3, min_runs=5):
@@ -104,6 +109,18 @@ def demo(args):
     return 0 if ok else 1
 
 
+def shapes(args, parser):
+    try:
+        desc = describe_config(args.input_size, args.hidden_size, num_layers=args.num_layers,
+                               bidirectional=args.bidirectional, proj_size=args.proj_size,
+                               batch_first=args.batch_first, bias=not args.no_bias,
+                               seq_len=args.seq_len, batch=args.batch)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))  # usage and the message on stderr, exit status 2
+    print(desc)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastlstm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +132,22 @@ def main(argv=None):
     d.add_argument("--hidden-size", type=int, default=256)
     d.add_argument("--threads", type=int, default=None,
                    help="OpenMP threads (default: OMP_NUM_THREADS or all cores)")
+    s = sub.add_parser("shapes", help="every tensor's shape and meaning for a configuration",
+                       description="Print the shape and meaning of every tensor of an LSTM "
+                                   "with these torch.nn.LSTM arguments; seq_len and batch stay "
+                                   "symbolic unless given.")
+    s.add_argument("--input-size", type=int, required=True)
+    s.add_argument("--hidden-size", type=int, required=True)
+    s.add_argument("--num-layers", type=int, default=1)
+    s.add_argument("--bidirectional", action="store_true")
+    s.add_argument("--proj-size", type=int, default=0)
+    s.add_argument("--batch-first", action="store_true")
+    s.add_argument("--no-bias", action="store_true", help="bias=False")
+    s.add_argument("--seq-len", type=int, default=None)
+    s.add_argument("--batch", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.command == "shapes":
+        return shapes(args, s)
     return demo(args)
 
 
