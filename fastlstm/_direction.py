@@ -6,6 +6,12 @@ from states (B, H_out), (B, H); it writes its output into a (T, B, H_out) view t
 `run_train` also returns a tape, which `back` turns into gradients: dx (T, B, K), dh0, dc0 and
 the parameter gradients by their names without the layer suffix.
 
+A ragged batch (rows sorted longest first, see `_stack`) runs in segments of steps over a
+shrinking prefix of rows: `run_ragged`, `run_train_ragged` and `back_ragged`, which by default
+loop over the plain methods. `KernelDirection` instead lays its training buffers out as a packed
+sequence (the segments' rows one after another) so the weight gradients are one pass over all
+valid rows, not one small pass per segment.
+
 `KernelDirection` runs fastlstm's kernels. `NumpyDirection` runs the NumPy reference; the model
 uses it for `proj_size`, which the kernels do not have yet (same results, NumPy's speed).
 """
@@ -49,7 +55,41 @@ def _chunk(T, B, Hp):
     return max(1, min(T, CHUNK_VALUES // max(1, B * 4 * Hp)))
 
 
-class KernelDirection:
+class _Direction:
+    """What every direction has: ragged runs as loops over segments of the plain runs."""
+
+    def run_ragged(self, x, h0, c0, y, segs, num_threads):
+        h, c = h0.copy(), c0.copy()
+        for t0, t1, n in segs:
+            h[:n], c[:n] = self.run(x[t0:t1, :n], h[:n], c[:n], y[t0:t1, :n], num_threads)
+        return h, c
+
+    def run_train_ragged(self, x, h0, c0, y, segs, num_threads):
+        h, c, tapes = h0.copy(), c0.copy(), []
+        for t0, t1, n in segs:
+            h[:n], c[:n], tape = self.run_train(x[t0:t1, :n], h[:n], c[:n], y[t0:t1, :n],
+                                                num_threads)
+            tapes.append(tape)
+        return h, c, (segs, x.shape, tapes, ())
+
+    def back_ragged(self, tape, dy, dh_n, dc_n, num_threads):
+        segs, shape, tapes, _ = tape
+        dx = np.zeros(shape, self.dtype)
+        dh, dc, grads = dh_n.copy(), dc_n.copy(), None
+        for (t0, t1, n), t in zip(segs[::-1], tapes[::-1]):
+            dxs, dh[:n], dc[:n], g = self.back(t, None if dy is None else dy[t0:t1, :n],
+                                               dh[:n], dc[:n], num_threads)
+            dx[t0:t1, :n] = dxs
+            grads = g if grads is None else {k: grads[k] + g[k] for k in grads}
+        return dx, dh, dc, grads
+
+    @staticmethod
+    def buffers(tape):
+        """The workspace buffers a tape holds (given back once nothing can use the tape)."""
+        return tape[-1]
+
+
+class KernelDirection(_Direction):
     """One direction's weights, packed once for fastlstm's kernels."""
 
     def __init__(self, params, dtype):
@@ -101,8 +141,115 @@ class KernelDirection:
             p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
             tc_state.reshape(-1), yf, ys_t, ys_b, num_threads)
         h_n, c_n = h_state[T, :, :H].copy(), c_state[T, :, :H].copy()
-        buffers = (gates, h_state, c_state, tc_state, xpad)
-        return h_n, c_n, (p, T, B, K, buffers)
+        return h_n, c_n, (p, T, B, K, (gates, h_state, c_state, tc_state, xpad))
+
+    def back(self, tape, dy, dh_n, dc_n, num_threads):
+        p, T, B, K, (gates, h_state, c_state, tc_state, xpad) = tape
+        H = p.hidden_size
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(K, NR)
+        dh, dc = self._carry(dh_n, Hp), self._carry(dc_n, Hp)
+        chunk = _chunk(T, B, Hp)
+        dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
+        dx = np.empty((T, B, Kp), self.dtype)
+        sums = self._sums(p)
+        dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)
+        _last_call.num_threads = _kernels.backward(
+            T, B, K, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
+            h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
+            dyf, dys_t, dys_b, dh.reshape(-1), dc.reshape(-1), dgates, chunk, dx.reshape(-1),
+            *(None if a is None else a.reshape(-1) for a in sums[1:]), num_threads)
+        _workspace.give(dgates)
+        return dx[:, :, :K], dh[:, :H], dc[:, :H], self._gradients(sums)
+
+    def run_train_ragged(self, x, h0, c0, y, segs, num_threads):
+        """Segment k's buffers start at row offs[k] of shared ones: the steps' rows follow each
+        other as in a packed sequence, and segment k+1's initial state (a prefix of segment k's
+        last state slot) is already in place when segment k ends."""
+        T, B, K = x.shape
+        p, H = self.packed, self.hidden_size
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(K, NR)
+        offs = np.cumsum([0] + [(t1 - t0) * n for t0, t1, n in segs]).tolist()
+        R, n0, n_last = offs[-1], segs[0][2], segs[-1][2]
+        xpad = _workspace.take((R, Kp), self.dtype)
+        gates = _workspace.take((R, 4 * Hp), self.dtype)
+        tc_state = _workspace.take((R, Hp), self.dtype)
+        h_state = _workspace.take((R + n_last, Hp), self.dtype)
+        c_state = _workspace.take((R + n_last, Hp), self.dtype)
+        for state, first in ((h_state, h0), (c_state, c0)):
+            state[:n0, :H] = first[:n0]
+            state[:n0, H:] = 0
+        h, c = h0.copy(), c0.copy()
+        for (t0, t1, n), o in zip(segs, offs):
+            L = t1 - t0
+            xk = xpad[o:o + L * n].reshape(L, n, Kp)
+            xk[:, :, :K] = x[t0:t1, :n]
+            xk[:, :, K:] = 0
+            hk, ck = h_state[o:o + (L + 1) * n], c_state[o:o + (L + 1) * n]
+            yf, ys_t, ys_b = _flat(y[t0:t1, :n])
+            _last_call.num_threads = _kernels.forward(
+                xk.reshape(-1), n * Kp, Kp, L, n, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
+                p.bias, gates[o:o + L * n].reshape(-1), L, hk.reshape(-1), ck.reshape(-1),
+                tc_state[o:o + L * n].reshape(-1), yf, ys_t, ys_b, num_threads)
+            h[:n], c[:n] = hk[L * n:, :H], ck[L * n:, :H]
+        buffers = (xpad, gates, tc_state, h_state, c_state)
+        return h, c, (p, segs, offs, x.shape, buffers)
+
+    def back_ragged(self, tape, dy, dh_n, dc_n, num_threads):
+        """BPTT segment by segment, last first, keeping every step's gate gradients; then the
+        weight gradients and dx in one pass over all the packed rows."""
+        p, segs, offs, (T, B, K), (xpad, gates, tc_state, h_state, c_state) = tape
+        H = p.hidden_size
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(K, NR)
+        R = offs[-1]
+        dh, dc = self._carry(dh_n, Hp), self._carry(dc_n, Hp)
+        dgates = _workspace.take((R, 4 * Hp), self.dtype)
+        for (t0, t1, n), o in zip(segs[::-1], offs[-2::-1]):
+            L = t1 - t0
+            dyf, dys_t, dys_b = _flat(dy[t0:t1, :n]) if dy is not None else (None, 0, 0)
+            _last_call.num_threads = _kernels.backward(
+                L, n, K, H, gates[o:o + L * n].reshape(-1),
+                c_state[o:o + (L + 1) * n].reshape(-1), tc_state[o:o + L * n].reshape(-1),
+                h_state[o:o + (L + 1) * n].reshape(-1), xpad[o:o + L * n].reshape(-1),
+                p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1), dyf, dys_t, dys_b,
+                dh[:n].reshape(-1), dc[:n].reshape(-1), dgates[o:o + L * n].reshape(-1), L,
+                None, None, None, None, num_threads)
+        sums = self._sums(p)
+        dx_rows = np.empty((R, Kp), self.dtype)
+        _kernels.weight_gradients_packed(
+            R, K, H, dgates.reshape(-1), xpad.reshape(-1), h_state[:R].reshape(-1),
+            p.w_ih_t.reshape(-1), dx_rows.reshape(-1),
+            *(None if a is None else a.reshape(-1) for a in sums[1:]), num_threads)
+        _workspace.give(dgates)
+        dx = np.zeros((T, B, K), self.dtype)
+        for (t0, t1, n), o in zip(segs, offs):
+            dx[t0:t1, :n] = dx_rows[o:o + (t1 - t0) * n].reshape(t1 - t0, n, Kp)[:, :, :K]
+        return dx, dh[:, :H], dc[:, :H], self._gradients(sums)
+
+    def _carry(self, first, Hp):
+        """A zero-padded (B, Hp) copy of a (B, H) state gradient, which the kernels update."""
+        out = np.zeros((first.shape[0], Hp), self.dtype)
+        out[:, :first.shape[1]] = first
+        return out
+
+    def _sums(self, p):
+        """Weight-gradient outputs: PyTorch's gate blocks, padded, and the interleaved db."""
+        NR = PANEL[self.dtype]
+        Hp, Kp = round_up(p.hidden_size, NR), round_up(p.input_size, NR)
+        return (p, np.empty((4, Hp, Kp), self.dtype), np.empty((4, Hp, Hp), self.dtype),
+                np.empty(4 * Hp, self.dtype) if p.bias is not None else None)
+
+    def _gradients(self, sums):
+        """The parameter gradients by name, without the layer suffix."""
+        p, dw_ih, dw_hh, db = sums
+        H, K = p.hidden_size, p.input_size
+        grads = {"weight_ih": _unpad(dw_ih, H, K), "weight_hh": _unpad(dw_hh, H, H)}
+        if db is not None:
+            grads["bias_ih"] = db[p.to_torch_rows]
+            grads["bias_hh"] = db[p.to_torch_rows]  # the same values, a separate array
+        return grads
 
     def zero_grads(self):
         """Parameter gradients of a run of no step (T == 0 or an empty batch)."""
@@ -114,42 +261,11 @@ class KernelDirection:
             out["bias_hh"] = np.zeros(4 * H, self.dtype)
         return out
 
-    @staticmethod
-    def buffers(tape):
-        """The workspace buffers a tape holds (given back once nothing can use the tape)."""
-        return tape[4]
 
-    def back(self, tape, dy, dh_n, dc_n, num_threads):
-        p, T, B, K, (gates, h_state, c_state, tc_state, xpad) = tape
-        H = p.hidden_size
-        NR = PANEL[self.dtype]
-        Hp, Kp = round_up(H, NR), round_up(K, NR)
-        dh = np.zeros((B, Hp), self.dtype)
-        dc = np.zeros((B, Hp), self.dtype)
-        dh[:, :H] = dh_n
-        dc[:, :H] = dc_n
-        chunk = _chunk(T, B, Hp)
-        dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
-        dx = np.empty((T, B, Kp), self.dtype)
-        dw_ih = np.empty((4, Hp, Kp), self.dtype)  # PyTorch's gate blocks, padded
-        dw_hh = np.empty((4, Hp, Hp), self.dtype)
-        db = np.empty(4 * Hp, self.dtype) if p.bias is not None else None
-        dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)
-        _last_call.num_threads = _kernels.backward(
-            T, B, K, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
-            h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
-            dyf, dys_t, dys_b, dh.reshape(-1), dc.reshape(-1), dgates, chunk, dx.reshape(-1),
-            dw_ih.reshape(-1), dw_hh.reshape(-1), db, num_threads)
-        _workspace.give(dgates)
-        grads = {"weight_ih": _unpad(dw_ih, H, K), "weight_hh": _unpad(dw_hh, H, H)}
-        if db is not None:
-            grads["bias_ih"] = db[p.to_torch_rows]
-            grads["bias_hh"] = db[p.to_torch_rows]  # the same values, a separate array
-        return dx[:, :, :K], dh[:, :H], dc[:, :H], grads
-
-
-class NumpyDirection:
-    """One direction run by `fastlstm.reference` (for what the kernels lack: projections)."""
+class NumpyDirection(_Direction):
+    """One direction run by `fastlstm.reference` (for what the kernels lack: projections),
+    row by row, so that results keep the kernels' bitwise contract (rows alone or in a batch,
+    steps in one call or several)."""
 
     def __init__(self, params, dtype):
         self.dtype = np.dtype(dtype)
@@ -162,14 +278,15 @@ class NumpyDirection:
 
     def run(self, x, h0, c0, y, num_threads):
         out, h_n, c_n = reference.forward(np.ascontiguousarray(x), *self._args(), h0, c0,
-                                          weight_hr=self.params.get("weight_hr"))
+                                          weight_hr=self.params.get("weight_hr"), rowwise=True)
         y[...] = out
         return h_n, c_n
 
     def run_train(self, x, h0, c0, y, num_threads):
         # the tape keeps x: a copy, which nobody else can change
         out, h_n, c_n, cache = reference.forward_train(
-            np.array(x), *self._args(), h0, c0, weight_hr=self.params.get("weight_hr"))
+            np.array(x), *self._args(), h0, c0, weight_hr=self.params.get("weight_hr"),
+            rowwise=True)
         y[...] = out
         return h_n, c_n, cache
 
@@ -178,7 +295,7 @@ class NumpyDirection:
 
     @staticmethod
     def buffers(tape):
-        return ()
+        return () if isinstance(tape, dict) else tape[-1]  # a reference cache holds none
 
     def back(self, tape, dy, dh_n, dc_n, num_threads):
         grads = reference.backward(tape, dy, dh_n, dc_n)

@@ -25,3 +25,9 @@ cdef int lstm_backward(
     floating *dh, floating *dc, floating *dgates, Py_ssize_t chunk,
     floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
     int num_threads) noexcept nogil
+
+
+cdef int lstm_weight_gradients(
+    Py_ssize_t R, Py_ssize_t I, Py_ssize_t H, const floating *dgates, const floating *xpad,
+    const floating *h_prev, const floating *w_ih_t, floating *dx, floating *dw_ih,
+    floating *dw_hh, floating *db, floating *scratch, int num_threads) noexcept nogil

@@ -18,7 +18,14 @@ def backward(
     dy: np.ndarray | None, dys_t: int, dys_b: int,  # const floating[::1]
     dh: np.ndarray, dc: np.ndarray, dgates: np.ndarray, chunk: int,  # floating[::1]
     dx: np.ndarray,  # floating[::1]
-    dw_ih: np.ndarray, dw_hh: np.ndarray, db: np.ndarray | None,  # floating[::1]
+    dw_ih: np.ndarray | None, dw_hh: np.ndarray | None, db: np.ndarray | None,  # None: deferred
+    num_threads: int = ...,
+) -> int: ...
+def weight_gradients_packed(
+    R: int, I: int, H: int,
+    dgates: np.ndarray, xpad: np.ndarray, h_prev: np.ndarray,  # const floating[::1]
+    w_ih_t: np.ndarray,  # const floating[::1]
+    dx: np.ndarray, dw_ih: np.ndarray, dw_hh: np.ndarray, db: np.ndarray | None,  # floating[::1]
     num_threads: int = ...,
 ) -> int: ...
 def openmp_enabled() -> bool: ...

@@ -46,35 +46,26 @@ def reverse(a, rev):
 
 
 def _run_direction(runner, x, h0, c0, y, segs, train, num_threads):
+    """Final (h, c) and, when training, the tape: None when no step ran."""
     T, B = x.shape[:2]
+    if not segs:  # no step to run: the states pass through
+        return h0.copy(), c0.copy(), None
     if segs == [(0, T, B)]:  # plain batch: one call
         if train:
-            h, c, tape = runner.run_train(x, h0, c0, y, num_threads)
-            return h, c, [tape]
-        return (*runner.run(x, h0, c0, y, num_threads), [])
-    h, c, tapes = h0.copy(), c0.copy(), []
-    for t0, t1, n in segs:
-        args = (x[t0:t1, :n], h[:n], c[:n], y[t0:t1, :n], num_threads)
-        if train:
-            h[:n], c[:n], tape = runner.run_train(*args)
-            tapes.append(tape)
-        else:
-            h[:n], c[:n] = runner.run(*args)
-    return h, c, tapes
+            return runner.run_train(x, h0, c0, y, num_threads)
+        return (*runner.run(x, h0, c0, y, num_threads), None)
+    if train:
+        return runner.run_train_ragged(x, h0, c0, y, segs, num_threads)
+    return (*runner.run_ragged(x, h0, c0, y, segs, num_threads), None)
 
 
-def _back_direction(runner, tapes, segs, dy, dh_n, dc_n, shape, num_threads):
+def _back_direction(runner, tape, segs, dy, dh_n, dc_n, shape, num_threads):
     T, B, K = shape
+    if not segs:
+        return np.zeros(shape, runner.dtype), dh_n.copy(), dc_n.copy(), runner.zero_grads()
     if segs == [(0, T, B)]:
-        return runner.back(tapes[0], dy, dh_n, dc_n, num_threads)
-    dx = np.zeros(shape, runner.dtype)
-    dh, dc, grads = dh_n.copy(), dc_n.copy(), None
-    for (t0, t1, n), tape in zip(segs[::-1], tapes[::-1]):
-        dxs, dh[:n], dc[:n], g = runner.back(tape, None if dy is None else dy[t0:t1, :n],
-                                             dh[:n], dc[:n], num_threads)
-        dx[t0:t1, :n] = dxs
-        grads = g if grads is None else {k: grads[k] + g[k] for k in grads}
-    return dx, dh, dc, grads if grads is not None else runner.zero_grads()
+        return runner.back(tape, dy, dh_n, dc_n, num_threads)
+    return runner.back_ragged(tape, dy, dh_n, dc_n, num_threads)
 
 
 def forward(layers, x, h0, c0, lengths, out, train, num_threads, dropout=None):
@@ -96,14 +87,15 @@ def forward(layers, x, h0, c0, lengths, out, train, num_threads, dropout=None):
         for d, runner in enumerate(directions):
             s = l * D + d
             if d == 0:
-                h_n[s], c_n[s], tapes = _run_direction(runner, x, h0[s], c0[s], y[..., :H_out],
-                                                       segs, train, num_threads)
+                h_n[s], c_n[s], dir_tape = _run_direction(runner, x, h0[s], c0[s],
+                                                          y[..., :H_out], segs, train,
+                                                          num_threads)
             else:
                 y_rev = (np.zeros if lengths is not None else np.empty)((T, B, H_out), x.dtype)
-                h_n[s], c_n[s], tapes = _run_direction(runner, reverse(x, rev), h0[s], c0[s],
-                                                       y_rev, segs, train, num_threads)
+                h_n[s], c_n[s], dir_tape = _run_direction(runner, reverse(x, rev), h0[s],
+                                                          c0[s], y_rev, segs, train, num_threads)
                 y[..., H_out:] = reverse(y_rev, rev)
-            layer_tape.append((runner, tapes, x.shape))
+            layer_tape.append((runner, dir_tape, x.shape))
         tape.append(layer_tape)
         x = y if dropout is None or l == len(layers) - 1 else dropout(l, y)
     return h_n, c_n, (tape, segs, rev, H_out, H)
@@ -119,13 +111,13 @@ def backward(tape, dy, dh_n, dc_n, num_threads, dropout_grad=None):
     grads = [[None] * D for _ in layers]
     for l in range(len(layers) - 1, -1, -1):
         dx = None
-        for d, (runner, tapes, shape) in enumerate(layers[l]):
+        for d, (runner, dir_tape, shape) in enumerate(layers[l]):
             s = l * D + d
             dy_d = None if dy is None else dy[..., d * H_out:(d + 1) * H_out]
             if d == 1 and dy_d is not None:
                 dy_d = reverse(dy_d, rev)
             dx_d, dh0[s], dc0[s], grads[l][d] = _back_direction(
-                runner, tapes, segs, dy_d, dh_n[s], dc_n[s], shape, num_threads)
+                runner, dir_tape, segs, dy_d, dh_n[s], dc_n[s], shape, num_threads)
             if d == 1:
                 dx_d = reverse(dx_d, rev)
             dx = np.array(dx_d) if dx is None else np.add(dx, dx_d, out=dx)

@@ -367,7 +367,9 @@ class LSTM:
         order = None
         if lengths is not None:  # sorted longest first: the running rows are a prefix
             order = np.argsort(-lengths, kind="stable")
-            xt, h0, c0, lengths = xt[:, order], h0[:, order], c0[:, order], lengths[order]
+            # np.take: ~5x faster than fancy indexing along the middle axis
+            xt, h0, c0 = (np.take(a, order, axis=1) for a in (xt, h0, c0))
+            lengths = lengths[order]
             out = np.zeros(y_tm.shape, self.dtype)
         else:
             out = y_tm
@@ -375,8 +377,8 @@ class LSTM:
                                         dropout)
         if order is not None:
             inverse = np.argsort(order)
-            y_tm[...] = out[:, inverse]
-            h_n, c_n = h_n[:, inverse], c_n[:, inverse]
+            np.take(out, inverse, axis=1, out=y_tm, mode="clip")  # clip: unbuffered
+            h_n, c_n = np.take(h_n, inverse, axis=1), np.take(c_n, inverse, axis=1)
         return y, self._states_out(h_n, c_n, unbatched), (tape, order, unbatched, xt.shape)
 
     def __call__(self, x, hx=None, *, lengths=None, num_threads=None):
@@ -446,8 +448,8 @@ class LSTM:
             return self._backward(saved, grad_output, grad_h_n, grad_c_n, num_threads)
 
         # the buffers serve the next steps once nothing can call this backprop any more
-        buffers = [b for layer in tape[0] for runner, tapes, _ in layer for t in tapes
-                   for b in runner.buffers(t)]
+        buffers = [b for layer in tape[0] for runner, dir_tape, _ in layer
+                   if dir_tape is not None for b in runner.buffers(dir_tape)]
         weakref.finalize(backprop, _workspace.give, *buffers)
         return y, states, backprop
 
@@ -469,13 +471,13 @@ class LSTM:
             dy = dy.reshape(T, 1, -1) if unbatched else (
                 dy.transpose(1, 0, 2) if self.batch_first else dy)
         if order is not None:
-            dh_n, dc_n = dh_n[:, order], dc_n[:, order]
-            dy = None if dy is None else dy[:, order]
+            dh_n, dc_n = np.take(dh_n, order, axis=1), np.take(dc_n, order, axis=1)
+            dy = None if dy is None else np.take(dy, order, axis=1)
         dx, dh0, dc0, layer_grads = _stack.backward(
             tape, dy, dh_n, dc_n, nt, (lambda l, g: g * masks[l]) if masks else None)
         if order is not None:
             inverse = np.argsort(order)
-            dx, dh0, dc0 = dx[:, inverse], dh0[:, inverse], dc0[:, inverse]
+            dx, dh0, dc0 = (np.take(a, inverse, axis=1) for a in (dx, dh0, dc0))
         dx_user = np.empty((B, T, self.input_size) if self.batch_first else
                            (T, B, self.input_size), self.dtype)
         (dx_user.transpose(1, 0, 2) if self.batch_first else dx_user)[...] = dx

@@ -120,7 +120,17 @@ def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
+def _matmul(a, b, out, rowwise):
+    """``a @ b`` into ``out``; with ``rowwise``, one row at a time (a vector-matrix product per
+    row, so a row's result does not depend on how many rows are computed together)."""
+    if not rowwise:
+        return np.matmul(a, b, out=out)
+    for r in range(a.shape[0]):
+        np.matmul(a[r], b, out=out[r])
+    return out
+
+
+def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
     """The forward time loop.  ``keep=True`` also stores what BPTT needs.
 
     Returns ``(hs, c_n, gates, cells, tanh_cells, raw)``: ``hs`` is
@@ -136,13 +146,15 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
     # For B >= 2 the contiguous copy pays for itself within a few steps.  For
     # B == 1 NumPy uses gemv, which is about as fast on the transposed view
     # (BLAS handles the transpose), so the copy would rarely pay off.
-    w_hh_t = _transposed(w_hh) if B >= 2 and T >= 8 else w_hh.T
-    w_hr_t = None if w_hr is None else w_hr.T
+    w_hh_t = _transposed(w_hh) if (B >= 2 and T >= 8) or rowwise else w_hh.T
+    w_hr_t = None if w_hr is None else (_transposed(w_hr) if rowwise else w_hr.T)
 
     # Input projection for all time steps at once: one big, efficient GEMM.
     # With keep=True it is then activated in place, step by step, and
     # becomes the cache of activated gates.
-    gates = np.matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, 4 * H)
+    gates = np.empty((T, B, 4 * H), dtype)
+    _matmul(x.reshape(T * B, I), _transposed(w_ih) if rowwise else w_ih.T,
+            gates.reshape(T * B, 4 * H), rowwise)
     if bias is not None:
         gates += bias
 
@@ -163,7 +175,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
     h_raw = np.empty((B, H), dtype) if w_hr is not None else None
 
     for t in range(T):
-        np.matmul(hs[t], w_hh_t, out=rec)
+        _matmul(hs[t], w_hh_t, rec, rowwise)
         if keep:
             gt = gates[t]  # activated in place: becomes the cache
             gt += rec
@@ -186,7 +198,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
         else:  # projection: h = W_hr (o * tanh(c))
             r = raw[t] if keep else h_raw
             np.multiply(o, tc, out=r)
-            np.matmul(r, w_hr_t, out=hs[t + 1])
+            _matmul(r, w_hr_t, hs[t + 1], rowwise)
         c = c_new
 
     c_n = c.copy() if keep else c
@@ -199,7 +211,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None):
 # public API
 # ----------------------------------------------------------------------------
 def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-            weight_hr=None):
+            weight_hr=None, *, rowwise=False):
     """Run a one-layer LSTM over a sequence (inference, no cache).
 
     Parameters
@@ -219,6 +231,11 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     weight_hr : ndarray, shape (P, H), optional
         Projection (PyTorch's ``weight_hr_l0``, ``proj_size=P``): then
         ``h_t = W_hr (o * tanh(c_t))`` and ``H_out = P``; else ``H_out = H``.
+    rowwise : bool, default False
+        Compute each matrix product one row at a time. Slower, but each
+        sequence's result is then bitwise the same whatever the batch it runs
+        in and however its steps are split into calls (BLAS sums a product
+        in an order that can depend on the number of rows).
 
     Returns
     -------
@@ -235,12 +252,13 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     """
     x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare(x, weight_ih, weight_hh, bias_ih,
                                                  bias_hh, h0, c0, weight_hr)
-    hs, c_n, _, _, _, _ = _run(x, w_ih, w_hh, bias, h0, c0, keep=False, w_hr=w_hr)
+    hs, c_n, _, _, _, _ = _run(x, w_ih, w_hh, bias, h0, c0, keep=False, w_hr=w_hr,
+                               rowwise=rowwise)
     return hs[1:], hs[-1].copy(), c_n
 
 
 def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-                  weight_hr=None):
+                  weight_hr=None, *, rowwise=False):
     """Like :func:`forward`, and also return the cache for :func:`backward`.
 
     Parameters
@@ -267,7 +285,7 @@ def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, 
     x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare(x, weight_ih, weight_hh, bias_ih,
                                                  bias_hh, h0, c0, weight_hr)
     hs, c_n, gates, cells, tanh_cells, raw = _run(x, w_ih, w_hh, bias, h0, c0, keep=True,
-                                                  w_hr=w_hr)
+                                                  w_hr=w_hr, rowwise=rowwise)
     cache = dict(x=x, weight_ih=w_ih, weight_hh=w_hh, weight_hr=w_hr,
                  has_bias=bias is not None, gates=gates, cells=cells,
                  tanh_cells=tanh_cells, hs=hs, raw=raw)

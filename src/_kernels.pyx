@@ -341,12 +341,15 @@ cdef int lstm_backward(
     PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
     they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
     for each thread of team_size(B, Hp/NR, num_threads). Returns the number of threads that ran.
+    With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
+    must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
     cdef bint by_batch = batch_split(B, nthr)
+    cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
     cdef Py_ssize_t t, t0, t1, lo, hi
@@ -383,15 +386,50 @@ cdef int lstm_backward(
                     gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * NR, Hp, 1, NR,
                          dh + lo * NR, Hp, 0, <floating *>NULL)
                 t = t - 1
-            fl_barrier()
-            weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, dgates, xpad,
-                             h_state, w_ih_t, dx, dw_ih, dw_hh, db,
-                             scratch + tid * BIG_BLOCK * FL_KC)
-            fl_barrier()  # the next chunk overwrites dgates
+            if not defer:
+                fl_barrier()
+                weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, dgates,
+                                 xpad, h_state, w_ih_t, dx, dw_ih, dw_hh, db,
+                                 scratch + tid * BIG_BLOCK * FL_KC)
+                fl_barrier()  # the next chunk overwrites dgates
             t1 = t0
-        if T == 0:  # no chunk ran: the weight gradients are zero
+        if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
             weight_gradients(ops, tid, n, 0, 0, True, I, H, dgates, xpad, h_state, w_ih_t, dx,
                              dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+    return ran[0]
+
+
+cdef inline int grad_team(Py_ssize_t R, Py_ssize_t H, Py_ssize_t NR,
+                          int num_threads) noexcept nogil:
+    """Threads for lstm_weight_gradients: no more than it has work items (row blocks of dx,
+    unit panels of the weight gradients)."""
+    cdef Py_ssize_t items = (R + BIG_BLOCK - 1) // BIG_BLOCK + 4 * ((H + NR - 1) // NR)
+    cdef int n = resolve_threads(num_threads)
+    return <int>items if items < n else n
+
+
+cdef int lstm_weight_gradients(
+        Py_ssize_t R, Py_ssize_t I, Py_ssize_t H, const floating *dgates, const floating *xpad,
+        const floating *h_prev, const floating *w_ih_t, floating *dx, floating *dw_ih,
+        floating *dw_hh, floating *db, floating *scratch, int num_threads) noexcept nogil:
+    """dx = dgates @ W_ih and the weight gradients over R rows in any order of (step, row): the
+    gate gradients (R x G4), the inputs (R x Ip) and the previous h (R x Hp) of the same rows.
+    A ragged batch's steps come as its segments' rows, one after another (a packed sequence).
+    Bitwise independent of the thread count, as lstm_backward's. scratch: BIG_BLOCK * FL_KC
+    values per thread of grad_team(R, H, NR, num_threads). Returns the number of threads that ran."""
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef int nthr = grad_team(R, H, panel(dx), num_threads)
+    cdef int tid, n
+    cdef int ran[1]  # see lstm_forward
+    tid = n = 0
+    ran[0] = 1
+    with parallel(num_threads=nthr):
+        tid = omp_get_thread_num()
+        n = omp_get_num_threads()
+        if tid == 0:
+            ran[0] = n
+        weight_gradients(ops, tid, n, 0, R, True, I, H, dgates, xpad, h_prev, w_ih_t, dx,
+                         dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
     return ran[0]
 
 
@@ -455,7 +493,8 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
              floating[::1] dh, floating[::1] dc, floating[::1] dgates, Py_ssize_t chunk,
              floating[::1] dx, floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
              int num_threads=0):
-    """Run lstm_backward on 1-D views of prepared buffers; returns the team size."""
+    """Run lstm_backward on 1-D views of prepared buffers; returns the team size. dw_ih None:
+    weight gradients deferred (see lstm_backward)."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
     cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
     cdef Py_ssize_t G4 = 4 * Hp
@@ -472,7 +511,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need("dc", dc, B * Hp)
     if chunk < 1:
         raise ValueError("internal: chunk must be >= 1")
-    need("dgates", dgates, min(chunk, T) * B * G4)
+    need("dgates", dgates, (min(chunk, T) if dw_ih is not None else T) * B * G4)
     need("dx", dx, T * B * Ip)
     need("dw_ih", dw_ih, G4 * Ip)
     need("dw_hh", dw_hh, G4 * Hp)
@@ -490,6 +529,39 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         ran = lstm_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
                             dys_b, p[0], p[1], p[2], chunk, p[3], p[4], p[5], p[6], p[7],
                             num_threads)
+    return ran
+
+
+def weight_gradients_packed(Py_ssize_t R, Py_ssize_t I, Py_ssize_t H,
+                            const floating[::1] dgates, const floating[::1] xpad,
+                            const floating[::1] h_prev, const floating[::1] w_ih_t,
+                            floating[::1] dx, floating[::1] dw_ih, floating[::1] dw_hh,
+                            floating[::1] db, int num_threads=0):
+    """Run lstm_weight_gradients on 1-D views; returns the team size."""
+    cdef Py_ssize_t NR = 16 if floating is float else 8
+    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
+    cdef Py_ssize_t G4 = 4 * Hp
+    cdef int ran
+    need("dgates", dgates, R * G4)
+    need("xpad", xpad, R * Ip)
+    need("h_prev", h_prev, R * Hp)
+    need("w_ih_t", w_ih_t, G4 * Ip)
+    need("dx", dx, R * Ip)
+    need("dw_ih", dw_ih, G4 * Ip)
+    need("dw_hh", dw_hh, G4 * Hp)
+    need("db", db, G4)
+    if dw_ih is None or dw_hh is None or dx is None:
+        raise ValueError("internal: dx, dw_ih and dw_hh are required")
+    cdef int team = grad_team(R, H, NR, num_threads)
+    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
+                                          np.float32 if floating is float else np.float64)
+    cdef const floating *q[4]
+    q[:] = [cptr(dgates), cptr(xpad), cptr(h_prev), cptr(w_ih_t)]
+    cdef floating *p[5]
+    p[:] = [ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch)]
+    with nogil:
+        ran = lstm_weight_gradients(R, I, H, q[0], q[1], q[2], q[3], p[0], p[1], p[2], p[3],
+                                    p[4], num_threads)
     return ran
 
 
