@@ -367,18 +367,23 @@ class LSTM:
         order = None
         if lengths is not None:  # sorted longest first: the running rows are a prefix
             order = np.argsort(-lengths, kind="stable")
-            # np.take: ~5x faster than fancy indexing along the middle axis
-            xt, h0, c0 = (np.take(a, order, axis=1) for a in (xt, h0, c0))
+            # reused scratch (no page faults), and np.take (mode clip: unbuffered) runs ~5x
+            # faster than fancy indexing along the middle axis
+            xs = np.take(xt, order, axis=1, out=_workspace.take(xt.shape, self.dtype),
+                         mode="clip")
+            xt, h0, c0 = xs, np.take(h0, order, axis=1), np.take(c0, order, axis=1)
             lengths = lengths[order]
-            out = np.zeros(y_tm.shape, self.dtype)
+            out = _workspace.take(y_tm.shape, self.dtype)
+            out.fill(0)
         else:
             out = y_tm
         h_n, c_n, tape = _stack.forward(self._layers, xt, h0, c0, lengths, out, train, nt,
                                         dropout)
         if order is not None:
             inverse = np.argsort(order)
-            np.take(out, inverse, axis=1, out=y_tm, mode="clip")  # clip: unbuffered
+            np.take(out, inverse, axis=1, out=y_tm, mode="clip")
             h_n, c_n = np.take(h_n, inverse, axis=1), np.take(c_n, inverse, axis=1)
+            _workspace.give(xs, out)  # the tapes hold copies of what they need
         return y, self._states_out(h_n, c_n, unbatched), (tape, order, unbatched, xt.shape)
 
     def __call__(self, x, hx=None, *, lengths=None, num_threads=None):
