@@ -1,0 +1,145 @@
+"""fastlstm vs torch on the model options: bidirectional, two layers, ragged batches.
+
+Workloads (float32, sizes of workload c: B=16, T=100, I=H=256):
+  bi      one bidirectional layer
+  2layer  two stacked layers
+  ragged  lengths drawn uniformly from [1, T]. Systems: fastlstm with lengths=, torch on a
+          PackedSequence (PyTorch's ragged path), and both on the padded batch ("-padded"), the
+          cost a ragged batch should stay well under (fastlstm: <= 0.7x).
+
+Modes and threads as in test_bench.py (--bench-threads); every system's result is checked against
+fastlstm's before timing (outputs within 1e-4, gradients within 1e-4 * max(1, max|g|)); with
+--benchmark-disable each case runs once, checked. `python bench/report.py` tabulates these rows
+too (fastlstm GFLOP/s counts the real work: valid steps only for ragged).
+"""
+import numpy as np
+import pytest
+
+import fastlstm
+from test_bench import _compare, _pinned, _torch_threads
+
+B, T, I, H = 16, 100, 256, 256
+SEED = 99
+WORKLOADS = {
+    "bi": dict(bidirectional=True),
+    "2layer": dict(num_layers=2),
+    "ragged": dict(),
+}
+SYSTEMS = {
+    "bi": ("fastlstm", "torch", "torch-native"),
+    "2layer": ("fastlstm", "torch", "torch-native"),
+    "ragged": ("fastlstm", "fastlstm-padded", "torch", "torch-padded"),
+}
+_cache = {}
+
+
+def _data(wl):
+    if wl not in _cache:
+        _cache.clear()
+        rng = np.random.default_rng(SEED)
+        model = fastlstm.LSTM(I, H, seed=SEED, **WORKLOADS[wl])
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        lengths = rng.integers(1, T + 1, B) if wl == "ragged" else None
+        _cache[wl] = dict(model=model, x=x, lengths=lengths, results={})
+    return _cache[wl]
+
+
+def _flops(wl, d):
+    D = 2 if wl == "bi" else 1
+    steps = int(d["lengths"].sum()) if wl == "ragged" else B * T
+    per_row_step = 2 * 4 * H * (I + H) * D
+    if wl == "2layer":
+        per_row_step += 2 * 4 * H * (H + H)
+    return per_row_step * steps
+
+
+def _fastlstm(d, mode, nt, padded):
+    model, x = d["model"], d["x"]
+    lengths = None if padded else d["lengths"]
+
+    def fn():
+        if mode == "fwd":
+            y, (h, c) = model(x, lengths=lengths, num_threads=nt)
+            return {"output": y, "h_n": h, "c_n": c}
+        y, (h, c), backprop = model.forward_train(x, lengths=lengths, num_threads=nt)
+        g = backprop(np.ones_like(y), num_threads=nt)
+        return {"output": y, "x": g["x"], **{k: g[k] for k in model.state_dict()}}
+    return fn, _pinned(nt)
+
+
+def _torch(d, mode, nt, native, packed):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    model = d["model"]
+    tm = torch.nn.LSTM(I, H, num_layers=model.num_layers, bidirectional=model.bidirectional)
+    tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    x = torch.from_numpy(d["x"])
+    lengths = torch.from_numpy(d["lengths"]) if packed else None
+
+    def run(xt):
+        if lengths is None:
+            return tm(xt)
+        y, hc = tm(pack_padded_sequence(xt, lengths, enforce_sorted=False))
+        return pad_packed_sequence(y, total_length=T)[0], hc
+
+    def fn():
+        with torch.backends.mkldnn.flags(enabled=not native):
+            if mode == "fwd":
+                with torch.no_grad():
+                    y, (h, c) = run(x)
+                return {"output": y.numpy(), "h_n": h.numpy(), "c_n": c.numpy()}
+            tm.zero_grad()
+            xg = x.clone().requires_grad_(True)
+            y, _ = run(xg)
+            y.sum().backward()
+            return {"output": y.detach().numpy(), "x": xg.grad.numpy(),
+                    **{k: p.grad.numpy() for k, p in tm.named_parameters()}}
+    return fn, _torch_threads(torch, nt)
+
+
+def _make(wl, system, mode, nt):
+    d = _data(wl)
+    if system.startswith("fastlstm"):
+        return _fastlstm(d, mode, nt, padded=system.endswith("-padded") or wl != "ragged")
+    return _torch(d, mode, nt, native=system == "torch-native",
+                  packed=wl == "ragged" and not system.endswith("-padded"))
+
+
+def _reference(wl, system, mode):
+    """fastlstm's result (1 thread) for the same batch: padded or ragged."""
+    key = (mode, system.endswith("-padded"))
+    results = _data(wl)["results"]
+    if key not in results:
+        fn, ctx = _make(wl, "fastlstm-padded" if key[1] else "fastlstm", mode, 1)
+        with ctx:
+            results[key] = fn()
+    return results[key]
+
+
+def pytest_generate_tests(metafunc):
+    if "model_case" not in metafunc.fixturenames:
+        return
+    threads = [int(t) for t in metafunc.config.getoption("--bench-threads").split(",") if t]
+    params = [pytest.param((wl, system, mode, nt), id=f"{wl}-{mode.replace('+', '')}-t{nt}-{system}")
+              for wl in WORKLOADS for mode in ("fwd", "fwd+bwd") for nt in threads
+              for system in SYSTEMS[wl]]
+    metafunc.parametrize("model_case", params)
+
+
+def test_model_options(benchmark, model_case):
+    wl, system, mode, nt = model_case
+    fn, ctx = _make(wl, system, mode, nt)
+    ref = _reference(wl, system, mode)
+    d = _data(wl)
+    benchmark.group = f"{wl}-{mode}-t{nt}"
+    benchmark.extra_info.update(system=system, workload=wl, mode=mode, threads=nt, B=B, T=T, I=I,
+                                H=H, fwd_flops=_flops(wl, d), isa=fastlstm.openmp_info()["isa"])
+    with ctx:
+        got = fn()  # the check, and the warm-up
+        benchmark.extra_info["check_err"] = _compare(
+            {k: np.reshape(v, np.shape(ref[k])) for k, v in got.items() if k in ref}, ref)
+        if benchmark.disabled:
+            benchmark(fn)
+        else:
+            benchmark.pedantic(fn, rounds=7 if mode == "fwd" else 5, iterations=1,
+                               warmup_rounds=0)
