@@ -59,6 +59,9 @@ cdef extern from "fl_omp.h" nogil:
     int omp_get_num_threads()
     int omp_get_thread_num()
     void fl_barrier()
+    unsigned int fl_flush_denormals()
+    void fl_restore_fpmode(unsigned int old)
+    unsigned int fl_fpmode_flags()
 
 cdef enum:
     ROW_BLOCK = 32  # rows of the input projection handed out as one unit of work
@@ -211,11 +214,14 @@ cdef int lstm_forward(
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
     cdef Py_ssize_t t0, tn, t, lo, hi, hs, hd, cs, cd
     cdef floating *tc = NULL
+    cdef unsigned int fpmode
     tid = 0; t0 = tn = t = lo = hi = hs = hd = cs = cd = 0
+    fpmode = 0
     ran[0] = 1
     if T == 0 or B == 0:
         return 1
     with parallel(num_threads=nthr):
+        fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         if tid == 0:
             ran[0] = omp_get_num_threads()
@@ -246,6 +252,7 @@ cdef int lstm_forward(
                     fl_barrier()  # h_t is complete before anyone reads it
             fl_barrier()  # the next chunk overwrites gates
             t0 = t0 + tn
+        fl_restore_fpmode(fpmode)
     return ran[0]
 
 
@@ -355,9 +362,12 @@ cdef int lstm_backward(
     cdef Py_ssize_t t, t0, t1, lo, hi
     cdef const floating *dy_t = NULL
     cdef floating *dg_t = NULL
+    cdef unsigned int fpmode
     tid = n = 0; t = t0 = t1 = lo = hi = 0
+    fpmode = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
+        fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
         if tid == 0:
@@ -396,6 +406,7 @@ cdef int lstm_backward(
         if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
             weight_gradients(ops, tid, n, 0, 0, True, I, H, dgates, xpad, h_state, w_ih_t, dx,
                              dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+        fl_restore_fpmode(fpmode)
     return ran[0]
 
 
@@ -421,15 +432,19 @@ cdef int lstm_weight_gradients(
     cdef int nthr = grad_team(R, H, panel(dx), num_threads)
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
+    cdef unsigned int fpmode
     tid = n = 0
+    fpmode = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
+        fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
         if tid == 0:
             ran[0] = n
         weight_gradients(ops, tid, n, 0, R, True, I, H, dgates, xpad, h_prev, w_ih_t, dx,
                          dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+        fl_restore_fpmode(fpmode)
     return ran[0]
 
 
@@ -581,6 +596,22 @@ def pack_slabs(const floating[:, ::1] rows, floating[:, :, ::1] out):
 
 # ------------------------------------------------------------------------------------------------
 # Build and CPU facts
+
+def thread_fpmodes(int num_threads):
+    """The FTZ/DAZ bits of MXCSR (0 = subnormals kept) in each thread of an OpenMP team of
+    num_threads, outside any kernel: what the kernels must leave as they found it."""
+    cdef int flags[64]
+    cdef int tid, n = min(max(num_threads, 1), 64)
+    cdef int k
+    for k in range(64):
+        flags[k] = -1
+    tid = 0
+    with nogil, parallel(num_threads=n):
+        tid = omp_get_thread_num()
+        if tid < 64:
+            flags[tid] = fl_fpmode_flags()
+    return [flags[k] for k in range(n) if flags[k] >= 0]
+
 
 def openmp_enabled():
     """True when the extension was compiled with OpenMP."""

@@ -509,3 +509,49 @@ def test_no_ftz_daz_after_import_and_calls():
     t.join()
     assert not errors, errors
 
+
+
+def test_kernel_threads_restore_their_floating_point_mode():
+    """The kernels flush denormals inside their own threads (workers and caller) and restore
+    each thread's mode before leaving: no OpenMP worker keeps FTZ/DAZ after a call."""
+    from fastlstm import _kernels
+    assert _kernels.thread_fpmodes(2) == [0] * len(_kernels.thread_fpmodes(2))
+    for dtype in DTYPES:
+        model = fastlstm.LSTM(8, 40, dtype=dtype, seed=0)
+        x = np.random.default_rng(0).standard_normal((6, 5, 8)).astype(dtype)
+        for nt in (1, 2, 3):
+            y, _ = model(x, num_threads=nt)
+            _, _, bp = model.forward_train(x, lengths=[6, 2, 5, 1, 3], num_threads=nt)
+            bp(np.ones_like(y), num_threads=nt)
+            modes = _kernels.thread_fpmodes(nt)
+            assert modes == [0] * len(modes), f"FTZ/DAZ left on in a kernel thread: {modes}"
+    _assert_no_ftz_daz()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cell_state_decaying_into_subnormals_stays_accurate(dtype):
+    """Forget gates near 0.2 and input gates near 0 shrink c by ~5x a step: within a few hundred
+    steps it is subnormal, where the kernels flush (FTZ/DAZ) and NumPy does not. The difference
+    is below the smallest normal number, so every result still matches the reference."""
+    from fastlstm import reference
+    I, H, T = 2, 16, 600
+    model = fastlstm.LSTM(I, H, dtype=dtype, seed=0)
+    p = {k: np.zeros_like(v) for k, v in model.parameters().items()}
+    bias = np.zeros(4 * H, dtype)
+    bias[:H] = -30.0          # i ~ 0
+    bias[H:2 * H] = -1.4      # f ~ 0.2
+    bias[3 * H:] = 30.0       # o ~ 1
+    p["bias_ih_l0"] = bias
+    model.set_parameters(**p)
+    x = np.zeros((T, 1, I), dtype)
+    c0 = np.ones((1, 1, H), dtype)
+    y, (h, c) = model(x, (np.zeros((1, 1, H), dtype), c0))
+    ref_y, _, ref_c = reference.forward(x, p["weight_ih_l0"], p["weight_hh_l0"], bias,
+                                        None, None, c0[0])
+    # per element: c is a product of t forget gates, so a few ulps per step where the values
+    # are normal; at most the smallest normal number where the reference is subnormal
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+    steps = np.arange(1, T + 1)[:, None, None]
+    assert np.all(np.abs(y - ref_y) <= 4 * eps * steps * np.abs(ref_y) + tiny)
+    assert np.all(np.abs(c[0] - ref_c) <= 4 * eps * T * np.abs(ref_c) + tiny)
+    assert 0 < np.abs(ref_y[ref_y != 0]).min() < tiny  # the reference did go subnormal
