@@ -6,6 +6,9 @@ Workloads (float32, sizes of workload c: B=16, T=100, I=H=256):
   ragged  lengths drawn uniformly from [1, T]. Systems: fastlstm with lengths=, torch on a
           PackedSequence (PyTorch's ragged path), and both on the padded batch ("-padded"), the
           cost a ragged batch should stay well under (fastlstm: <= 0.7x).
+  subnormal  forward only: input gates shut, forget gates ~0.2, tiny inputs, so the cell state
+          decays into subnormals within ~60 steps (where a CPU without flush-to-zero can slow
+          down many times); compare with the other workloads' fwd times of the same sizes.
 
 Modes and threads as in test_bench.py (--bench-threads); every system's result is checked against
 fastlstm's before timing (outputs within 1e-4, gradients within 1e-4 * max(1, max|g|)); with
@@ -24,12 +27,15 @@ WORKLOADS = {
     "bi": dict(bidirectional=True),
     "2layer": dict(num_layers=2),
     "ragged": dict(),
+    "subnormal": dict(),
 }
 SYSTEMS = {
     "bi": ("fastlstm", "torch", "torch-native"),
     "2layer": ("fastlstm", "torch", "torch-native"),
     "ragged": ("fastlstm", "fastlstm-padded", "torch", "torch-padded"),
+    "subnormal": ("fastlstm", "torch", "torch-native"),
 }
+MODES = {"subnormal": ("fwd",)}
 _cache = {}
 
 
@@ -40,7 +46,17 @@ def _data(wl):
         model = fastlstm.LSTM(I, H, seed=SEED, **WORKLOADS[wl])
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         lengths = rng.integers(1, T + 1, B) if wl == "ragged" else None
-        _cache[wl] = dict(model=model, x=x, lengths=lengths, results={})
+        hx = None
+        if wl == "subnormal":
+            p = {k: np.array(v) for k, v in model.state_dict().items()}
+            bias = np.zeros(4 * H, np.float32)
+            bias[:H], bias[H:2 * H], bias[3 * H:] = -30.0, -1.4, 30.0  # i ~ 0, f ~ 0.2, o ~ 1
+            model.set_parameters(weight_ih_l0=p["weight_ih_l0"] * 1e-3,
+                                 weight_hh_l0=p["weight_hh_l0"] * 1e-3, bias_ih_l0=bias,
+                                 bias_hh_l0=np.zeros_like(bias))
+            x *= 1e-30
+            hx = (np.zeros((1, B, H), np.float32), np.ones((1, B, H), np.float32))
+        _cache[wl] = dict(model=model, x=x, lengths=lengths, hx=hx, results={})
     return _cache[wl]
 
 
@@ -54,12 +70,12 @@ def _flops(wl, d):
 
 
 def _fastlstm(d, mode, nt, padded):
-    model, x = d["model"], d["x"]
+    model, x, hx = d["model"], d["x"], d["hx"]
     lengths = None if padded else d["lengths"]
 
     def fn():
         if mode == "fwd":
-            y, (h, c) = model(x, lengths=lengths, num_threads=nt)
+            y, (h, c) = model(x, hx, lengths=lengths, num_threads=nt)
             return {"output": y, "h_n": h, "c_n": c}
         y, (h, c), backprop = model.forward_train(x, lengths=lengths, num_threads=nt)
         g = backprop(np.ones_like(y), num_threads=nt)
@@ -75,10 +91,11 @@ def _torch(d, mode, nt, native, packed):
     tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     x = torch.from_numpy(d["x"])
     lengths = torch.from_numpy(d["lengths"]) if packed else None
+    hx = None if d["hx"] is None else tuple(torch.from_numpy(a) for a in d["hx"])
 
     def run(xt):
         if lengths is None:
-            return tm(xt)
+            return tm(xt, hx)
         y, hc = tm(pack_padded_sequence(xt, lengths, enforce_sorted=False))
         return pad_packed_sequence(y, total_length=T)[0], hc
 
@@ -121,7 +138,7 @@ def pytest_generate_tests(metafunc):
         return
     threads = [int(t) for t in metafunc.config.getoption("--bench-threads").split(",") if t]
     params = [pytest.param((wl, system, mode, nt), id=f"{wl}-{mode.replace('+', '')}-t{nt}-{system}")
-              for wl in WORKLOADS for mode in ("fwd", "fwd+bwd") for nt in threads
+              for wl in WORKLOADS for mode in MODES.get(wl, ("fwd", "fwd+bwd")) for nt in threads
               for system in SYSTEMS[wl]]
     metafunc.parametrize("model_case", params)
 
