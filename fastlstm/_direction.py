@@ -97,6 +97,10 @@ class KernelDirection(_Direction):
         self.packed = pack(params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
                            params.get("bias_hh"), self.dtype)
         self.hidden_size = self.packed.hidden_size
+        p = self.packed
+        # the whole inference call in C, for small calls of a one-layer, one-direction model
+        self.small = _kernels.SmallForward(p.input_size, p.hidden_size, p.w_ih, p.w_hh, p.bias,
+                                           _last_call)
 
     def _states(self, slots, B, first):
         """`slots` x B x Hp scratch, slot 0 = `first` with zero padding; the kernels write

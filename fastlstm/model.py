@@ -183,7 +183,10 @@ class LSTM:
                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
                      if base + suffix in params}
             layers[k][d] = runner(local, self.dtype)
-        self._params, self._layers = params, layers  # swapped together, after all checks
+        small = layers[0][0].small if len(layers) == 1 and len(layers[0]) == 1 and \
+            not self.proj_size else None
+        # swapped together, after all checks
+        self._params, self._layers, self._small = params, layers, small
 
     def parameters(self):
         """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
@@ -401,6 +404,10 @@ class LSTM:
         at each sequence's last step; padding is never read. Each row equals its sequence run
         alone, bitwise. num_threads=None uses OpenMP's setting.
         """
+        if lengths is None and self._small is not None:
+            out = self._small(x, hx, num_threads, self.batch_first)
+            if out is not None:  # a small call with nothing to convert or explain
+                return out
         y, states, _ = self._run(x, hx, lengths, False, num_threads)
         return y, states
 

@@ -22,8 +22,12 @@ Work split, per call (the same for any thread count up to the value, see _plan):
 Either way every element is computed by the same chain of operations, so results are bitwise
 identical whatever the thread count, batch size or chunking.
 """
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -578,6 +582,157 @@ def weight_gradients_packed(Py_ssize_t R, Py_ssize_t I, Py_ssize_t H,
         ran = lstm_weight_gradients(R, I, H, q[0], q[1], q[2], q[3], p[0], p[1], p[2], p[3],
                                     p[4], num_threads)
     return ran
+
+
+# ------------------------------------------------------------------------------------------------
+# Small calls: the whole inference entry in C (a streaming step, one short sequence), where
+# Python-level validation and buffer handling would cost more than the LSTM itself.
+
+cdef enum:
+    SMALL_SCRATCH = 1 << 16  # values of scratch (states and every step's gates) at most;
+                             # larger calls take the general path, whose overhead they amortize
+
+
+cdef inline int get_buffer(object obj, Py_buffer *view, int flags, const char *fmt,
+                           int ndim) noexcept:
+    """1 when obj exposes a C-contiguous buffer of ndim dimensions and format fmt (then held in
+    view), else 0 (nothing held)."""
+    try:
+        PyObject_GetBuffer(obj, view, flags | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except Exception:
+        return 0
+    if view.ndim != ndim or view.format == NULL or view.format[0] != fmt[0] or \
+            view.format[1] != 0:
+        PyBuffer_Release(view)
+        return 0
+    return 1
+
+
+cdef class SmallForward:
+    """Inference of a one-layer, one-direction LSTM for calls whose arguments are already what
+    the kernels take: x a C-contiguous (T, B, I) array ((B, T, I) batch-first) of the model's
+    dtype, hx None or two C-contiguous (1, B, H) arrays of it, num_threads None or an int >= 1,
+    and scratch under SMALL_SCRATCH values. Calling it returns (y, (h_n, c_n)), or None for
+    anything else: the general path then validates, explains and runs it."""
+    cdef object arrays, empty, dtype, record
+    cdef const void *w_ih
+    cdef const void *w_hh
+    cdef const void *bias
+    cdef Py_ssize_t I, H, Hp, itemsize
+    cdef bint wide
+    cdef char fmt[2]
+
+    def __init__(self, Py_ssize_t I, Py_ssize_t H, w_ih, w_hh, bias, record):
+        """w_ih, w_hh, bias: the packed arrays (contiguous, float32 or float64; bias may be
+        None); record: an object whose num_threads attribute receives the team size."""
+        cdef const float[::1] f32
+        cdef const double[::1] f64
+        self.arrays = (w_ih, w_hh, bias)  # kept alive: the pointers below are into them
+        self.wide = w_ih.dtype == np.float64
+        self.itemsize = 8 if self.wide else 4
+        self.fmt[0] = b'd' if self.wide else b'f'
+        self.fmt[1] = 0
+        self.I, self.H = I, H
+        self.Hp = ((H + (8 if self.wide else 16) - 1) // (8 if self.wide else 16)) * \
+            (8 if self.wide else 16)
+        ptrs = []
+        for a in (w_ih, w_hh, bias):
+            if a is None:
+                ptrs.append(0)
+            elif self.wide:
+                f64 = a.reshape(-1)
+                ptrs.append(<size_t>&f64[0])
+            else:
+                f32 = a.reshape(-1)
+                ptrs.append(<size_t>&f32[0])
+        self.w_ih, self.w_hh, self.bias = <void *><size_t>ptrs[0], <void *><size_t>ptrs[1], \
+            <void *><size_t>ptrs[2]
+        self.empty, self.dtype, self.record = np.empty, w_ih.dtype, record
+
+    def __call__(self, x, hx, num_threads, bint batch_first):
+        cdef Py_buffer xb, hb, cb, yb, hnb, cnb
+        cdef Py_ssize_t T, B, S, chunk, b, Hp = self.Hp, H = self.H, z = self.itemsize
+        cdef int nt = 0, ran = 1, have_state = 0
+        cdef char *scratch = NULL
+        if num_threads is not None:
+            if type(num_threads) is not int or num_threads < 1:
+                return None
+            nt = num_threads if num_threads < 2**31 - 1 else 2**31 - 1
+        if not get_buffer(x, &xb, 0, self.fmt, 3):
+            return None
+        T = xb.shape[1] if batch_first else xb.shape[0]
+        B = xb.shape[0] if batch_first else xb.shape[1]
+        S = B * Hp
+        chunk = T  # all steps' gates in one piece, as the general path has them
+        if xb.shape[2] != self.I or T == 0 or B == 0 or \
+                3 * S + chunk * B * 4 * Hp > SMALL_SCRATCH:
+            PyBuffer_Release(&xb)
+            return None
+        if hx is not None:
+            if type(hx) is not tuple or len(<tuple>hx) != 2:
+                PyBuffer_Release(&xb)
+                return None
+            if not get_buffer(hx[0], &hb, 0, self.fmt, 3):
+                PyBuffer_Release(&xb)
+                return None
+            if not get_buffer(hx[1], &cb, 0, self.fmt, 3):
+                PyBuffer_Release(&hb)
+                PyBuffer_Release(&xb)
+                return None
+            have_state = 1
+            if hb.shape[0] != 1 or hb.shape[1] != B or hb.shape[2] != H or \
+                    cb.shape[0] != 1 or cb.shape[1] != B or cb.shape[2] != H:
+                PyBuffer_Release(&cb)
+                PyBuffer_Release(&hb)
+                PyBuffer_Release(&xb)
+                return None
+        y = self.empty((B, T, H) if batch_first else (T, B, H), self.dtype)
+        h_n = self.empty((1, B, H), self.dtype)
+        c_n = self.empty((1, B, H), self.dtype)
+        PyObject_GetBuffer(y, &yb, PyBUF_WRITABLE)
+        PyObject_GetBuffer(h_n, &hnb, PyBUF_WRITABLE)
+        PyObject_GetBuffer(c_n, &cnb, PyBUF_WRITABLE)
+        scratch = <char *>malloc((3 * S + chunk * B * 4 * Hp) * z)
+        if scratch == NULL:
+            raise MemoryError()
+        with nogil:
+            # slot 0 of h (2 slots) and c (1 slot): the initial state, zero-padded to Hp
+            memset(scratch, 0, 3 * S * z)
+            if have_state:
+                for b in range(B):
+                    memcpy(scratch + b * Hp * z, <char *>hb.buf + b * H * z, H * z)
+                    memcpy(scratch + (2 * S + b * Hp) * z, <char *>cb.buf + b * H * z, H * z)
+            if self.wide:
+                ran = lstm_forward[double](
+                    T, B, self.I, H, <const double *>xb.buf, (self.I if batch_first
+                    else B * self.I), (T * self.I if batch_first else self.I),
+                    <const double *>self.w_ih, <const double *>self.w_hh,
+                    <const double *>self.bias, <double *>(scratch + 3 * S * z), chunk,
+                    <double *>scratch, <double *>(scratch + 2 * S * z), NULL,
+                    <double *>yb.buf, (H if batch_first else B * H),
+                    (T * H if batch_first else H), nt)
+            else:
+                ran = lstm_forward[float](
+                    T, B, self.I, H, <const float *>xb.buf, (self.I if batch_first
+                    else B * self.I), (T * self.I if batch_first else self.I),
+                    <const float *>self.w_ih, <const float *>self.w_hh,
+                    <const float *>self.bias, <float *>(scratch + 3 * S * z), chunk,
+                    <float *>scratch, <float *>(scratch + 2 * S * z), NULL,
+                    <float *>yb.buf, (H if batch_first else B * H),
+                    (T * H if batch_first else H), nt)
+            for b in range(B):  # the final state: h slot T % 2, c slot 0
+                memcpy(<char *>hnb.buf + b * H * z, scratch + ((T % 2) * S + b * Hp) * z, H * z)
+                memcpy(<char *>cnb.buf + b * H * z, scratch + (2 * S + b * Hp) * z, H * z)
+        free(scratch)
+        PyBuffer_Release(&cnb)
+        PyBuffer_Release(&hnb)
+        PyBuffer_Release(&yb)
+        if have_state:
+            PyBuffer_Release(&cb)
+            PyBuffer_Release(&hb)
+        PyBuffer_Release(&xb)
+        self.record.num_threads = ran
+        return y, (h_n, c_n)
 
 
 def pack_slabs(const floating[:, ::1] rows, floating[:, :, ::1] out):
