@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastlstm demo`` and ``python -m fastlstm shapes``.
+"""Command line: ``python -m fastlstm demo``, ``python -m fastlstm shapes`` and
+``python -m fastlstm bench``.
 
 demo: builds an LSTM, runs it on a sample batch, prints the shape of every tensor in words,
 checks the result against the NumPy reference (and PyTorch when installed), and times it against
@@ -7,6 +8,11 @@ both.
 shapes: prints the shape and meaning of every tensor of an LSTM configuration (no weights are
 made): input, states, PyTorch's stacked parameters and each gate's one-matrix view, per-step
 gate values and outputs. E.g. ``python -m fastlstm shapes --input-size 3 --hidden-size 3``.
+
+bench: times fastlstm against its peers (NumPy reference, PyTorch with and without oneDNN, ONNX
+Runtime; each only when installed) on six workloads, forward and forward+backward, 1 and 2
+threads, after checking every result; writes results.md (the ratio table), results.json (every
+sample) and scaling.png into --out. ``python -m fastlstm bench --quick`` takes about a minute.
 """
 import argparse
 import sys
@@ -15,7 +21,7 @@ import time
 import numpy as np
 
 import fastlstm
-from fastlstm import reference
+from fastlstm import benchmark, reference
 from fastlstm.shapes import describe_config
 
 
@@ -145,7 +151,13 @@ def main(argv=None):
     s.add_argument("--no-bias", action="store_true", help="bias=False")
     s.add_argument("--seq-len", type=int, default=None)
     s.add_argument("--batch", type=int, default=None)
+    b = sub.add_parser("bench", help="time fastlstm against its peers, checked, into a table",
+                       description=benchmark.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    benchmark.add_arguments(b)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return benchmark.main(args, error=b.error)
     if args.command == "shapes":
         return shapes(args, s)
     return demo(args)

@@ -1,0 +1,123 @@
+"""`python -m fastlstm bench`: a tiny run writes its files, the check catches a wrong result,
+missing peers are skipped with a note, and the module imports with NumPy alone."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastlstm import benchmark
+from fastlstm.__main__ import main
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+TINY = ["bench", "--workloads", "f", "--threads", "1", "--rounds", "2", "--no-plot"]
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "out"
+    rc = main(TINY + ["--out", str(out), *extra])
+    md = (out / "results.md").read_text()
+    with open(out / "results.json") as fh:
+        data = json.load(fh)
+    return rc, md, data, out
+
+
+def _rows(md):
+    return [line for line in md.splitlines() if line.startswith("| f) 1,1,256,256 |")]
+
+
+def test_tiny_run_writes_table_and_samples(tmp_path):
+    systems = "fastlstm,numpy" + (",torch" if HAVE_TORCH else "")
+    rc, md, data, out = _run(tmp_path, "--systems", systems)
+    assert rc == 0
+    assert not (out / "scaling.png").exists()
+    rows = _rows(md)
+    assert [r.split(" | ")[1] for r in rows] == ["fwd", "fwd+bwd"]
+    header = next(line for line in md.splitlines() if line.startswith("| workload"))
+    assert "fastlstm ms" in header and "best peer/fl" in header and "% peak" in header
+    assert ("torch/fl" in header) == HAVE_TORCH
+    assert len(data["cells"]) == 2
+    for cell in data["cells"]:
+        assert cell["workload"] == "f" and cell["threads"] == 1
+        names = ["fastlstm", "numpy"] + (["torch"] if HAVE_TORCH else [])
+        assert sorted(cell["systems"]) == sorted(names)
+        for name in names:
+            res = cell["systems"][name]
+            assert res["status"] == "ok", res
+            assert len(res["samples_ms"]) == 2 and all(t > 0 for t in res["samples_ms"])
+            assert res["check_err"] <= benchmark.TOL
+    assert data["machine"]["versions"]["numpy"] == np.__version__
+    assert "No scaling plot (--no-plot)" in md
+
+
+def test_failed_check_is_reported_not_timed(tmp_path, monkeypatch):
+    real = benchmark.MAKERS["numpy"]
+
+    def perturbed(d, mode, threads, peers):
+        s = real(d, mode, threads, peers)
+        extract = s.extract
+        s.extract = lambda r: {k: v + 1e-3 if k == "output" else v
+                               for k, v in extract(r).items()}
+        return s
+    monkeypatch.setitem(benchmark.MAKERS, "numpy", perturbed)
+    rc, md, data, _ = _run(tmp_path, "--systems", "fastlstm,numpy", "--modes", "fwd")
+    assert rc == 1
+    (row,) = _rows(md)
+    assert "CHECK FAILED" in row
+    res = data["cells"][0]["systems"]["numpy"]
+    assert res["status"] == "check failed" and "samples_ms" not in res
+    assert res["check_errs"]["output"] == pytest.approx(1e-3, rel=1e-2)
+    assert data["cells"][0]["systems"]["fastlstm"]["status"] == "ok"
+    assert "numpy CHECK FAILED (output 1.0e-03)" in md
+
+
+def test_missing_peers_are_skipped_with_a_note(tmp_path, monkeypatch):
+    for name in ("torch", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    rc, md, data, _ = _run(tmp_path, "--modes", "fwd")
+    assert rc == 0
+    cell = data["cells"][0]["systems"]
+    assert cell["fastlstm"]["status"] == "ok" and cell["numpy"]["status"] == "ok"
+    for name in ("torch", "torch-native", "onnxruntime"):
+        assert cell[name]["status"] == "skipped"
+    assert "- torch: skipped: torch is not installed" in md
+    assert "- onnxruntime: skipped: onnxruntime is not installed" in md
+
+
+def test_plot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    pts = [dict(axis=axis, B=B, T=20, I=H, H=H, systems={
+        "fastlstm": dict(status="ok", median_ms=0.01 * B * H / 64),
+        "numpy": dict(status="ok", median_ms=0.02 * B * H / 64)})
+        for axis, B, H in [("batch", 1, 256), ("batch", 4, 256), ("hidden", 16, 64),
+                           ("hidden", 16, 128)]]
+    path = tmp_path / "scaling.png"
+    assert "scaling.png" in benchmark.plot_scaling({"scaling": pts}, str(path))
+    assert path.stat().st_size > 1000
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    note = benchmark.plot_scaling({"scaling": pts}, str(tmp_path / "other.png"))
+    assert "matplotlib is not installed" in note and not (tmp_path / "other.png").exists()
+
+
+def test_bad_options_exit_with_usage(capsys):
+    for argv in (["bench", "--workloads", "z"], ["bench", "--systems", "tensorflow"],
+                 ["bench", "--threads", "0"], ["bench", "--modes", "backward"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert "bench" in capsys.readouterr().err
+
+
+def test_imports_with_numpy_alone():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(benchmark.__file__)))
+    code = ("import sys\n"
+            "for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib', 'threadpoolctl'):\n"
+            "    sys.modules[m] = None\n"
+            "import fastlstm.benchmark, fastlstm.__main__\n"
+            "assert not {'torch', 'onnxruntime', 'matplotlib'} & {k for k, v in "
+            "sys.modules.items() if v is not None}\n")
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True, timeout=60)
