@@ -22,39 +22,34 @@ import os
 
 import pytest
 
-# The peer baseline's workloads (/work/shared/peers/RESULTS.md). Time-major x (T, B, I).
-# `rounds`: the big ones use benchmark.pedantic with a fixed number of timed rounds (the check
-# call before timing is their warm-up) so the whole suite stays within minutes; the others let
+from fastlstm import benchmark as bm
+
+# The workloads, modes and systems are fastlstm.benchmark's. `ROUNDS`: the big workloads use
+# benchmark.pedantic with a fixed number of timed rounds (the check call before timing is their
+# warm-up) so the whole suite stays within minutes, and are marked slow_bench; the others let
 # pytest-benchmark calibrate (--benchmark-max-time, default 1 s per benchmark).
-WORKLOADS = {
-    "a": dict(B=1, T=100, I=128, H=128, desc="streaming/latency"),
-    "b": dict(B=1, T=100, I=512, H=512, desc="latency, larger H"),
-    "c": dict(B=16, T=100, I=256, H=256, desc="small batch"),
-    "d": dict(B=64, T=50, I=512, H=512, desc="medium batch", rounds=5, slow=True),
-    "e": dict(B=256, T=25, I=1024, H=1024, desc="throughput, GEMM-bound", rounds=3, slow=True),
-    "f": dict(B=1, T=1, I=256, H=256, desc="single step, state in/out", state=True),
-}
-MODES = ("fwd", "fwd+bwd")
-SYSTEMS = ("fastlstm", "numpy", "torch", "torch-native", "onnxruntime")
-FWD_ONLY = {"onnxruntime"}
+ROUNDS = {"d": 5, "e": 3}
 
 
-def fwd_flops(B, T, I, H):
-    """Forward FLOPs of the two GEMMs (gate math not counted); fwd+bwd counts 3x."""
-    return 2 * 4 * H * (I + H) * B * T
+@pytest.fixture(scope="session")
+def peers():
+    """fastlstm.benchmark.Peers: lazy peer imports and thread pinning; torch's threads restored."""
+    p = bm.Peers()
+    yield p
+    p.restore()
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastlstm-bench")
     group.addoption("--bench-threads", default="1,2",
                     help="comma-separated thread counts to run (default 1,2)")
-    group.addoption("--bench-workloads", default="".join(WORKLOADS),
+    group.addoption("--bench-workloads", default="".join(bm.WORKLOADS),
                     help="workload letters to run, e.g. 'acf' (default abcdef)")
-    group.addoption("--bench-systems", default=",".join(SYSTEMS),
-                    help=f"comma-separated systems (default {','.join(SYSTEMS)})")
-    group.addoption("--bench-gap", type=float, default=0.15,
+    group.addoption("--bench-systems", default=",".join(bm.SYSTEMS),
+                    help=f"comma-separated systems (default {','.join(bm.SYSTEMS)})")
+    group.addoption("--bench-gap", type=float, default=bm.GAP,
                     help="seconds to idle before timing a multi-threaded case, so the previous "
-                         "library's spinning worker threads have gone to sleep (default 0.15)")
+                         f"library's spinning worker threads have gone to sleep (default {bm.GAP})")
 
 
 def pytest_configure(config):
@@ -72,13 +67,7 @@ def pytest_report_header(config):
                      f"max_threads={info['max_threads']}")
     except Exception as exc:  # pragma: no cover - reported, the tests will fail anyway
         lines.append(f"fastlstm: import failed: {exc!r}")
-    import importlib.metadata as md
-    vers = []
-    for pkg in ("numpy", "threadpoolctl", "torch", "onnxruntime"):
-        try:
-            vers.append(f"{pkg} {md.version(pkg)}")
-        except md.PackageNotFoundError:
-            vers.append(f"{pkg} not installed")
+    vers = [f"{k} {v or 'not installed'}" for k, v in bm.versions().items()]
     lines.append("bench peers: " + ", ".join(vers) + f"; cpus={os.cpu_count()}")
     return lines
 
@@ -92,19 +81,18 @@ def pytest_generate_tests(metafunc):
         return
     opt = metafunc.config.getoption
     threads = [int(t) for t in _csv(opt("--bench-threads"))]
-    wls = [w for w in opt("--bench-workloads").replace(",", "") if w in WORKLOADS]
-    systems = [s for s in _csv(opt("--bench-systems")) if s in SYSTEMS]
+    wls = [w for w in opt("--bench-workloads").replace(",", "") if w in bm.WORKLOADS]
+    systems = [s for s in _csv(opt("--bench-systems")) if s in bm.SYSTEMS]
     params = []
     for wl in wls:
-        marks = [pytest.mark.slow_bench] if WORKLOADS[wl].get("slow") else []
-        for mode in MODES:
+        marks = [pytest.mark.slow_bench] if wl in ROUNDS else []
+        for mode in bm.MODES:
             for nt in threads:
                 for system in systems:
-                    if mode != "fwd" and system in FWD_ONLY:
+                    if mode != "fwd" and system in bm.FWD_ONLY:
                         continue
-                    case = dict(WORKLOADS[wl], workload=wl, mode=mode, threads=nt,
-                                system=system)
-                    case["fwd_flops"] = fwd_flops(case["B"], case["T"], case["I"], case["H"])
+                    case = dict(bm.WORKLOADS[wl], workload=wl, mode=mode, threads=nt,
+                                system=system, rounds=ROUNDS.get(wl))
                     params.append(pytest.param(
                         case, marks=marks,
                         id=f"{wl}-{mode.replace('+', '')}-t{nt}-{system}"))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from test_bench import _compare, _pinned, _torch_threads
+from test_bench import _check, _skip_unavailable
 
 B, T, I, H = 16, 100, 256, 256
 SEED = 99
@@ -80,11 +80,11 @@ def _fastlstm(d, mode, nt, padded):
         y, (h, c), backprop = model.forward_train(x, lengths=lengths, num_threads=nt)
         g = backprop(np.ones_like(y), num_threads=nt)
         return {"output": y, "x": g["x"], **{k: g[k] for k in model.state_dict()}}
-    return fn, _pinned(nt)
+    return fn
 
 
-def _torch(d, mode, nt, native, packed):
-    torch = pytest.importorskip("torch")
+def _torch(d, mode, nt, native, packed, peers):
+    torch = _skip_unavailable(peers.module, "torch")  # a peers.pinned(nt) sets its threads
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
     model = d["model"]
     tm = torch.nn.LSTM(I, H, num_layers=model.num_layers, bidirectional=model.bidirectional)
@@ -111,24 +111,24 @@ def _torch(d, mode, nt, native, packed):
             y.sum().backward()
             return {"output": y.detach().numpy(), "x": xg.grad.numpy(),
                     **{k: p.grad.numpy() for k, p in tm.named_parameters()}}
-    return fn, _torch_threads(torch, nt)
+    return fn
 
 
-def _make(wl, system, mode, nt):
+def _make(wl, system, mode, nt, peers):
     d = _data(wl)
     if system.startswith("fastlstm"):
         return _fastlstm(d, mode, nt, padded=system.endswith("-padded") or wl != "ragged")
     return _torch(d, mode, nt, native=system == "torch-native",
-                  packed=wl == "ragged" and not system.endswith("-padded"))
+                  packed=wl == "ragged" and not system.endswith("-padded"), peers=peers)
 
 
-def _reference(wl, system, mode):
+def _reference(wl, system, mode, peers):
     """fastlstm's result (1 thread) for the same batch: padded or ragged."""
     key = (mode, system.endswith("-padded"))
     results = _data(wl)["results"]
     if key not in results:
-        fn, ctx = _make(wl, "fastlstm-padded" if key[1] else "fastlstm", mode, 1)
-        with ctx:
+        with peers.pinned(1):
+            fn = _make(wl, "fastlstm-padded" if key[1] else "fastlstm", mode, 1, peers)
             results[key] = fn()
     return results[key]
 
@@ -143,17 +143,17 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("model_case", params)
 
 
-def test_model_options(benchmark, model_case):
+def test_model_options(benchmark, model_case, peers):
     wl, system, mode, nt = model_case
-    fn, ctx = _make(wl, system, mode, nt)
-    ref = _reference(wl, system, mode)
+    ref = _reference(wl, system, mode, peers)
     d = _data(wl)
     benchmark.group = f"{wl}-{mode}-t{nt}"
     benchmark.extra_info.update(system=system, workload=wl, mode=mode, threads=nt, B=B, T=T, I=I,
                                 H=H, fwd_flops=_flops(wl, d), isa=fastlstm.openmp_info()["isa"])
-    with ctx:
+    with peers.pinned(nt):
+        fn = _make(wl, system, mode, nt, peers)
         got = fn()  # the check, and the warm-up
-        benchmark.extra_info["check_err"] = _compare(
+        benchmark.extra_info["check_err"] = _check(
             {k: np.reshape(v, np.shape(ref[k])) for k, v in got.items() if k in ref}, ref)
         if benchmark.disabled:
             benchmark(fn)
