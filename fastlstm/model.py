@@ -344,12 +344,6 @@ class LSTM:
         lengths = check_lengths(lengths, B, T)
         return xt, unbatched, h0, c0, lengths
 
-    def _user(self, a_tm, unbatched):
-        """A time-major (T, B, F) array in the user's layout (a view)."""
-        if unbatched:
-            return a_tm[:, 0]
-        return a_tm.transpose(1, 0, 2) if self.batch_first else a_tm
-
     def _empty_output(self, T, B, unbatched):
         """A fresh output in the user's layout and its time-major view."""
         F = self.num_directions * self._h_out
