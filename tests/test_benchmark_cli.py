@@ -13,7 +13,16 @@ from fastlstm import benchmark
 from fastlstm.__main__ import main
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_THREADPOOLCTL = importlib.util.find_spec("threadpoolctl") is not None
 TINY = ["bench", "--workloads", "f", "--threads", "1", "--rounds", "2", "--no-plot"]
+
+
+@pytest.fixture(autouse=True)
+def numpy_pinned(monkeypatch):
+    """The NumPy system runs only with its BLAS threads pinned: by threadpoolctl (the peers
+    extra) or, without it, declared by OPENBLAS_NUM_THREADS (what these runs use: 1 thread)."""
+    if not HAVE_THREADPOOLCTL:
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
 
 
 def _run(tmp_path, *extra):
