@@ -7,9 +7,15 @@ and is left out, with a note, when it is not installed: this module needs only N
 
 Method:
 
-- Workloads (B, T, I, H), float32, one layer, time-major: a 1,100,128,128; b 1,100,512,512;
+- Workloads (B, T, I, H), one layer, time-major: a 1,100,128,128; b 1,100,512,512;
   c 16,100,256,256; d 64,50,512,512; e 256,25,1024,1024; f 1,1,256,256 (one step, random h0/c0
   in, h_n/c_n out). The weights are a seeded ``fastlstm.LSTM``'s, copied into every peer.
+- Dtype: ``--dtype float32`` (default) or ``float64``: data, weights and every system in that
+  dtype (torch: the module ``.double()``; ONNX Runtime: a DOUBLE model). oneDNN's LSTM is
+  float32/bfloat16 only, so in float64 torch's default path runs its native kernels, as
+  "torch native" does: both columns are kept (the same kernels timed twice; the first is
+  labelled "torch (default: native in f64)").
+  ONNX Runtime's CPU LSTM kernel does not implement float64: it is skipped with a note.
 - Modes: ``fwd`` (inference) and ``fwd+bwd`` (forward keeping what the backward needs, then
   the gradients of x and of all four parameters for grad_output = ones; torch:
   ``out.sum().backward()``).
@@ -17,9 +23,9 @@ Method:
   OpenMP runtimes) limited with ``threadpool_limits``; ``torch.set_num_threads``; ONNX Runtime
   ``intra_op_num_threads`` with ``inter_op_num_threads = 1``.
 - Checks before timing: every system's result (fastlstm's own at each thread count included) is
-  compared with fastlstm's at 1 thread: outputs and states within 1e-4 absolute, gradients within
-  1e-4 * max(1, max|g|). A system that fails is reported in the table and not timed. That first
-  call is also its warm-up.
+  compared with fastlstm's at 1 thread: outputs and states within tol absolute, gradients within
+  tol * max(1, max|g|); tol = 1e-4 in float32, 1e-9 in float64. A system that fails is reported
+  in the table and not timed. That first call is also its warm-up.
 - Timing: per (workload, mode, threads) cell, the systems run in interleaved rounds (round r runs
   every system once, starting from a different one each round, ``inner`` back-to-back calls so a
   round lasts >= ~40 ms), so machine noise hits them alike; the number of rounds fits the cell's
@@ -28,7 +34,8 @@ Method:
   ~0.1 s) and would otherwise steal a core from the next system. Reported: the median over rounds
   of the per-call time; results.json keeps every sample.
 - FLOPs: fwd = 2 * 4H * (I + H) * B * T (the two matrix products; gate math not counted),
-  fwd+bwd = 3x. % peak = GFLOP/s / (peak GFLOP/s per core * threads).
+  fwd+bwd = 3x. % peak = GFLOP/s / (peak GFLOP/s per core * threads); the float64 peak is
+  half the float32 one (``--peak-gflops``), the same FMA units at half the lanes.
 """
 import contextlib
 import datetime
@@ -63,7 +70,9 @@ LABELS = {"fastlstm": "fastlstm", "numpy": "NumPy ref", "torch": "torch (oneDNN)
           "torch-native": "torch native", "onnxruntime": "ONNX Runtime"}
 SHORT = {"numpy": "numpy", "torch": "torch", "torch-native": "native", "onnxruntime": "ort"}
 
-TOL = 1e-4
+TOL = 1e-4  # float32
+TOLS = {"float32": TOL, "float64": 1e-9}
+DTYPES = tuple(TOLS)
 SEED = 1234
 PEAK_GFLOPS = 225.0  # one core's float32 FMA peak on the reference machine (peers/RESULTS.md)
 
@@ -88,6 +97,11 @@ def fwd_flops(B, T, I, H):
 def mode_flops(sizes, mode):
     return fwd_flops(sizes["B"], sizes["T"], sizes["I"], sizes["H"]) * (
         3 if mode == "fwd+bwd" else 1)
+
+
+def peak_for(peak_gflops, dtype):
+    """One core's peak in `dtype` from the float32 one: float64 vectors hold half the lanes."""
+    return peak_gflops / 2 if np.dtype(dtype) == np.float64 else peak_gflops
 
 
 class Unavailable(Exception):
@@ -169,17 +183,19 @@ class Peers:
 # ----------------------------------------------------------------------------------------------
 # data and systems
 # ----------------------------------------------------------------------------------------------
-def make_data(B, T, I, H, state=False, seed=SEED):
-    """A seeded fastlstm.LSTM (its weights are every system's), x (T, B, I), optional state."""
+def make_data(B, T, I, H, state=False, seed=SEED, dtype=np.float32):
+    """A seeded fastlstm.LSTM (its weights are every system's), x (T, B, I), optional state,
+    all in `dtype` (float32 or float64)."""
+    dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
-    model = fastlstm.LSTM(I, H, seed=seed)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    model = fastlstm.LSTM(I, H, seed=seed, dtype=dtype)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = c0 = None
     if state:
-        h0 = (0.5 * rng.standard_normal((B, H))).astype(np.float32)
-        c0 = (0.5 * rng.standard_normal((B, H))).astype(np.float32)
+        h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
+        c0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
     return dict(B=B, T=T, I=I, H=H, model=model, params=model.parameters(), x=x, h0=h0, c0=c0,
-                dy=np.ones((T, B, H), np.float32))
+                dy=np.ones((T, B, H), dtype), dtype=dtype)
 
 
 class System:
@@ -268,6 +284,9 @@ def _mkldnn_off(torch):
 def _make_torch(d, mode, threads, peers, native):
     torch = peers.module("torch")
     lstm = torch.nn.LSTM(d["I"], d["H"], num_layers=1, bias=True, batch_first=False)
+    wide = d["x"].dtype == np.float64
+    if wide:
+        lstm = lstm.double()
     with torch.no_grad():
         for name, value in d["params"].items():
             getattr(lstm, name).copy_(torch.from_numpy(np.array(value)))
@@ -314,6 +333,8 @@ def _make_torch(d, mode, threads, peers, native):
                     "bias_hh": lstm.bias_hh_l0.grad.numpy()}
         note = "out.sum().backward()"
     note += f"; set_num_threads({threads})" + ("; mkldnn.flags(enabled=False)" if native else "")
+    if wide:
+        note += "; float64 (.double()): native kernels, oneDNN's LSTM is float32/bf16 only"
     return System(name, fn, extract, context, note)
 
 
@@ -330,27 +351,30 @@ def _ifgo_to_iofc(a):
     return np.concatenate([i, o, f, g], axis=0)
 
 
-def onnx_lstm_model(params, T, B, I, H, with_state):
-    """Serialized ONNX model of one LSTM node (opset 14; ONNX's gate order is i, o, f, c)."""
+def onnx_lstm_model(params, T, B, I, H, with_state, dtype=np.float32):
+    """Serialized ONNX model of one LSTM node (opset 14; ONNX's gate order is i, o, f, c), in
+    float32 or float64."""
     onnx = importlib.import_module("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    W = _ifgo_to_iofc(params["weight_ih_l0"])[None].astype(np.float32)
-    R = _ifgo_to_iofc(params["weight_hh_l0"])[None].astype(np.float32)
+    dtype = np.dtype(dtype)
+    FLOAT = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    W = _ifgo_to_iofc(params["weight_ih_l0"])[None].astype(dtype)
+    R = _ifgo_to_iofc(params["weight_hh_l0"])[None].astype(dtype)
     Bv = np.concatenate([_ifgo_to_iofc(params["bias_ih_l0"]),
-                         _ifgo_to_iofc(params["bias_hh_l0"])])[None].astype(np.float32)
+                         _ifgo_to_iofc(params["bias_hh_l0"])])[None].astype(dtype)
     inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
              numpy_helper.from_array(Bv, "B")]
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])]
+    inputs = [helper.make_tensor_value_info("X", FLOAT, [T, B, I])]
     node_in = ["X", "W", "R", "B"]
     if with_state:
-        inputs += [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, B, H]),
-                   helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, B, H])]
+        inputs += [helper.make_tensor_value_info("h0", FLOAT, [1, B, H]),
+                   helper.make_tensor_value_info("c0", FLOAT, [1, B, H])]
         node_in += ["", "h0", "c0"]  # no sequence_lens
     node = helper.make_node("LSTM", node_in, ["Y", "Y_h", "Y_c"], hidden_size=H)
-    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, 1, B, H]),
-               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, B, H]),
-               helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, B, H])]
+    outputs = [helper.make_tensor_value_info("Y", FLOAT, [T, 1, B, H]),
+               helper.make_tensor_value_info("Y_h", FLOAT, [1, B, H]),
+               helper.make_tensor_value_info("Y_c", FLOAT, [1, B, H])]
     graph = helper.make_graph([node], "lstm", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
@@ -370,11 +394,24 @@ def make_onnxruntime(d, mode, threads, peers):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx_lstm_model(d["params"], T, B, I, H, with_state), so,
-                                providers=["CPUExecutionProvider"])
+    dtype = d["x"].dtype
+    try:
+        sess = ort.InferenceSession(onnx_lstm_model(d["params"], T, B, I, H, with_state, dtype),
+                                    so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if dtype != np.float32:
+            raise Unavailable(f"ONNX Runtime has no {dtype} LSTM on the CPU provider: "
+                              f"{type(exc).__name__}: {exc}"[:400]) from None
+        raise
     feeds = {"X": d["x"]}
     if with_state:
         feeds.update(h0=d["h0"][None], c0=d["c0"][None])
+    if dtype != np.float32:  # the kernel may load and then refuse at run time
+        try:
+            sess.run(None, feeds)
+        except Exception as exc:
+            raise Unavailable(f"ONNX Runtime's CPU LSTM does not run {dtype}: "
+                              f"{type(exc).__name__}: {exc}"[:400]) from None
 
     def fn():
         return sess.run(None, feeds)
@@ -401,9 +438,9 @@ MAKERS = {
 STATE_NAMES = ("output", "h_n", "c_n")
 
 
-def compare(got, ref):
+def compare(got, ref, tol=TOL):
     """(ok, largest error, {name: error}): outputs and states absolute, gradients scaled by
-    max(1, max|g|), each against TOL."""
+    max(1, max|g|), each against tol (TOLS[dtype]; default the float32 TOL)."""
     errs = {}
     for name, r in ref.items():
         if name not in got:
@@ -419,7 +456,7 @@ def compare(got, ref):
         err = float(np.max(np.abs(g - r))) / scale
         errs[name] = err if math.isfinite(err) else math.inf
     worst = max(errs.values()) if errs else 0.0
-    return worst <= TOL, worst, errs
+    return worst <= tol, worst, errs
 
 
 def _call_seconds(s, n):
@@ -553,7 +590,7 @@ def run_cell(d, mode, threads, systems, baseline, peers, opts, progress, label):
             try:
                 with s.context():
                     got = s.extract(s.fn())
-                ok, err, errs = compare(got, baseline)
+                ok, err, errs = compare(got, baseline, TOLS[opts.get("dtype", "float32")])
             except Exception as exc:
                 results[name] = dict(status="error", note=f"{type(exc).__name__}: {exc}"[:400])
                 continue
@@ -585,6 +622,7 @@ def run_benchmark(opts, progress=None):
     peers = Peers()
     wls, modes, threads, systems = (opts["workloads"], opts["modes"], opts["threads"],
                                     opts["systems"])
+    dtype = opts.get("dtype", "float32")
     for wl in wls:
         for mode in modes:
             n = sum(1 for s in systems if not (mode != "fwd" and s in FWD_ONLY))
@@ -602,10 +640,10 @@ def run_benchmark(opts, progress=None):
             progress.plan(("scaling", axis, sz["B"], sz["H"]),
                           _estimate_cell(sz, "fwd", 1, len(systems), sopts, 0.0))
 
-    out = dict(started=_now(), machine=machine_info(peers), options=_jsonable(opts),
-               cells=[], scaling=[], notes=[])
+    out = dict(started=_now(), dtype=dtype, tol=TOLS[dtype], machine=machine_info(peers),
+               options=_jsonable(opts), cells=[], scaling=[], notes=[])
     out["machine"]["loadavg_start"] = _loadavg()
-    progress.say(f"bench: workloads {''.join(wls)}, modes {','.join(modes)}, threads "
+    progress.say(f"bench: {dtype}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
                  f"{','.join(map(str, threads))}, systems {','.join(systems)}")
     load = out["machine"]["loadavg_start"]
     if load and load[0] > 0.5:
@@ -614,7 +652,8 @@ def run_benchmark(opts, progress=None):
     try:
         for wl in wls:
             sizes = WORKLOADS[wl]
-            d = make_data(sizes["B"], sizes["T"], sizes["I"], sizes["H"], sizes.get("state"))
+            d = make_data(sizes["B"], sizes["T"], sizes["I"], sizes["H"], sizes.get("state"),
+                          dtype=dtype)
             for mode in modes:
                 base = baseline_of(d, mode, peers)
                 for nt in threads:
@@ -624,7 +663,7 @@ def run_benchmark(opts, progress=None):
                     progress.begin(key)
                     res = run_cell(d, mode, nt, systems, base, peers, opts, progress, label)
                     progress.end(key)
-                    out["cells"].append(dict(workload=wl, mode=mode, threads=nt,
+                    out["cells"].append(dict(workload=wl, mode=mode, threads=nt, dtype=dtype,
                                              B=sizes["B"], T=sizes["T"], I=sizes["I"],
                                              H=sizes["H"], flops=mode_flops(sizes, mode),
                                              loadavg=_loadavg(), systems=res))
@@ -636,11 +675,11 @@ def run_benchmark(opts, progress=None):
             key = ("scaling", axis, sz["B"], sz["H"])
             label = f"scaling B={sz['B']} T={sz['T']} I={sz['I']} H={sz['H']} fwd 1thr"
             progress.begin(key)
-            d = make_data(sz["B"], sz["T"], sz["I"], sz["H"])
+            d = make_data(sz["B"], sz["T"], sz["I"], sz["H"], dtype=dtype)
             base = baseline_of(d, "fwd", peers)
             res = run_cell(d, "fwd", 1, systems, base, peers, sopts, progress, label)
             progress.end(key)
-            out["scaling"].append(dict(axis=axis, **sz, systems={
+            out["scaling"].append(dict(axis=axis, **sz, dtype=dtype, systems={
                 k: {kk: vv for kk, vv in v.items() if kk != "check_errs"} for k, v in res.items()}))
     finally:
         peers.restore()
@@ -734,20 +773,31 @@ def _cell_text(res):
     return st  # skipped / error: the reason is in the notes
 
 
+def labels(dtype):
+    """Column labels; in float64 torch's default path is its native one (no oneDNN LSTM)."""
+    if dtype == "float64":
+        return dict(LABELS, torch="torch (default: native in f64)")
+    return LABELS
+
+
 def table(results, peak_gflops):
-    """The ratio table (markdown lines)."""
+    """The ratio table (markdown lines); peak_gflops is the float32 peak per core."""
     cells = results["cells"]
+    dtype = results.get("dtype", "float32")
+    peak_gflops = peak_for(peak_gflops, dtype)
+    names = labels(dtype)
     present = {s for c in cells for s in c["systems"]}
     systems = [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS))
     peers = [s for s in systems if s != "fastlstm"]
-    head = (["workload (B,T,I,H)", "mode", "thr"] + [f"{LABELS.get(s, s)} ms" for s in systems]
+    head = (["workload (B,T,I,H)", "mode", "thr", "dtype"]
+            + [f"{names.get(s, s)} ms" for s in systems]
             + ["best peer/fl"] + [f"{SHORT.get(s, s)}/fl" for s in peers]
             + ["fastlstm GFLOP/s", "% peak", "noise"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         res = c["systems"]
         line = [f"{c['workload']}) {c['B']},{c['T']},{c['I']},{c['H']}", c["mode"],
-                str(c["threads"])]
+                str(c["threads"]), c.get("dtype", dtype)]
         line += [_cell_text(res.get(s)) for s in systems]
         fl = res.get("fastlstm")
         base = fl["median_ms"] if fl and fl["status"] == "ok" else None
@@ -777,6 +827,7 @@ def table(results, peak_gflops):
 def notes(results):
     """Skipped systems, errors and failed checks, deduplicated."""
     seen, lines = set(), []
+    tol = results.get("tol", TOL)
     for c in results["cells"] + results["scaling"]:
         where = (f"{c['workload']} {c['mode']} {c['threads']}thr" if "workload" in c else
                  f"scaling B={c['B']} H={c['H']}")
@@ -787,7 +838,7 @@ def notes(results):
                 errs = v.get("check_errs") or {}
                 bad = ", ".join(f"{k} {e:.1e}" if isinstance(e, float) else f"{k} {e}"
                                 for k, e in errs.items()
-                                if not (isinstance(e, float) and e <= TOL))
+                                if not (isinstance(e, float) and e <= tol))
                 lines.append(f"- {where}: {s} CHECK FAILED ({bad or v['check_err']}); not timed")
             elif (s, v["status"], v["note"]) not in seen:
                 seen.add((s, v["status"], v["note"]))
@@ -801,7 +852,14 @@ def markdown(results, peak_gflops, plot_note):
     vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
     missing = [k for k, val in v.items() if not val]
     opts = results["options"]
-    L = ["# fastlstm vs peers (`python -m fastlstm bench`)", "",
+    dtype = results.get("dtype", "float32")
+    tol = results.get("tol", TOL)
+    peak = peak_for(peak_gflops, dtype)
+    L = [f"# fastlstm vs peers (`python -m fastlstm bench`), {dtype}", "",
+         f"- Dtype: {dtype} (data, weights and every system)"
+         + ("; torch's oneDNN LSTM is float32/bf16 only, so torch's default path runs its "
+            "native kernels, the same as \"torch native\"; ONNX Runtime's CPU LSTM has no "
+            "float64 kernel (skipped)." if dtype == "float64" else "."),
          f"- Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs of {m['cpus']}, "
          f"{m['platform']}; fastlstm kernels: {m['fastlstm_isa']}, OpenMP "
          f"{'on' if m['fastlstm_openmp'] else 'OFF'}.",
@@ -818,11 +876,14 @@ def markdown(results, peak_gflops, plot_note):
          "- best peer/fl = the fastest other system's median / fastlstm's (> 1: fastlstm "
          "faster; **bold** < 1: fastlstm slower); x/fl the same for each peer.",
          f"- fastlstm GFLOP/s: fwd FLOPs 2*4H*(I+H)*B*T, fwd+bwd 3x; % peak of "
-         f"{peak_gflops:g} GFLOP/s per core x threads.",
+         f"{peak:g} GFLOP/s per core x threads"
+         + (f" (float64: half the float32 peak of {peak_gflops:g})." if peak != peak_gflops
+            else "."),
          "- noise = the largest IQR/median of a system in the row (! above 0.2: the ratios of "
          "that row are not to be trusted).",
-         "- Every system is checked against fastlstm (1 thread) before timing: outputs within "
-         "1e-4 absolute, gradients within 1e-4 * max(1, max|g|); ONNX Runtime is forward only.",
+         f"- Every system is checked against fastlstm (1 thread) before timing: outputs within "
+         f"{tol:g} absolute, gradients within {tol:g} * max(1, max|g|); ONNX Runtime is forward "
+         f"only.",
          "", *table(results, peak_gflops), ""]
     n = notes(results)
     if n:
@@ -846,6 +907,8 @@ def plot_scaling(results, path):
     except ImportError:
         return "No scaling plot: matplotlib is not installed (pip install fastlstm[bench])."
     pts = results["scaling"]
+    dtype = results.get("dtype", "float32")
+    label_of = labels(dtype)
     if not pts:
         return "No scaling plot: no scaling points were measured."
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -861,7 +924,7 @@ def plot_scaling(results, path):
                     xs.append(p[xkey])
                     ys.append(1e3 * v["median_ms"] / p["T"])  # us per step
             if xs:
-                ax.plot(xs, ys, marker="o", label=LABELS.get(s, s),
+                ax.plot(xs, ys, marker="o", label=label_of.get(s, s),
                         linewidth=2.5 if s == "fastlstm" else 1.5)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -873,7 +936,7 @@ def plot_scaling(results, path):
         ax.set_title(f"fwd, 1 thread, {title}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle("fastlstm vs peers: forward time per time step (median)")
+    fig.suptitle(f"fastlstm vs peers: forward time per time step (median), {dtype}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -883,6 +946,8 @@ def plot_scaling(results, path):
 def write_outputs(results, out_dir, peak_gflops, plot):
     """results.json, results.md and (plot=True) scaling.png in out_dir. Returns the markdown."""
     os.makedirs(out_dir, exist_ok=True)
+    dtype = results.get("dtype", "float32")
+    results["peak_gflops_per_core"] = dict(float32=peak_gflops, used=peak_for(peak_gflops, dtype))
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, default=_json_default)
     if plot:
@@ -919,6 +984,11 @@ def add_arguments(p):
                    help=f"comma-separated systems (default {','.join(SYSTEMS)}); fastlstm "
                         "always runs (it is the reference of every ratio)")
     p.add_argument("--modes", default=",".join(MODES), help="fwd, fwd+bwd or both (default)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="data, weights and every system in this dtype (default float32); "
+                        "float64: torch has no oneDNN path (both torch columns run native), "
+                        "ONNX Runtime is skipped, checks within 1e-9, %% peak of half the "
+                        "float32 peak")
     p.add_argument("--quick", action="store_true",
                    help="workloads a,c,f, a 1 s budget and 3-7 rounds per cell (about a minute "
                         "on 2 cores)")
@@ -933,7 +1003,8 @@ def add_arguments(p):
                         f"{GAP}), so the previous library's spinning worker threads sleep")
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS,
-                   help=f"one core's float32 FMA peak, for %% of peak (default {PEAK_GFLOPS:g})")
+                   help=f"one core's float32 FMA peak, for %% of peak (default {PEAK_GFLOPS:g}; "
+                        f"float64 uses half)")
     p.add_argument("--no-plot", action="store_true",
                    help="skip the scaling sweep and scaling.png")
 
@@ -972,7 +1043,7 @@ def options_from_args(args, error):
     budget = base["budget"] if args.budget is None else args.budget
     if budget < 0 or args.gap < 0 or args.peak_gflops <= 0:
         error("--budget and --gap must be >= 0, --peak-gflops > 0")
-    return dict(workloads=wls, threads=threads, systems=systems, modes=modes,
+    return dict(workloads=wls, threads=threads, systems=systems, modes=modes, dtype=args.dtype,
                 rounds=args.rounds, budget=budget, min_rounds=base["min_rounds"],
                 max_rounds=base["max_rounds"], scaling_budget=base["scaling_budget"],
                 gap=args.gap, quick=args.quick, scaling=not args.no_plot,

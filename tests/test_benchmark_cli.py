@@ -62,6 +62,53 @@ def test_tiny_run_writes_table_and_samples(tmp_path):
     assert "No scaling plot (--no-plot)" in md
 
 
+def test_tiny_float64_run(tmp_path):
+    systems = "fastlstm,numpy" + (",torch,torch-native" if HAVE_TORCH else "")
+    rc, md, data, _ = _run(tmp_path, "--systems", systems, "--dtype", "float64")
+    assert rc == 0
+    assert data["dtype"] == "float64" and data["tol"] == benchmark.TOLS["float64"] < 1e-8
+    assert data["options"]["dtype"] == "float64"
+    assert md.startswith("# fastlstm vs peers (`python -m fastlstm bench`), float64")
+    rows = _rows(md)
+    assert [r.split(" | ")[1:4] for r in rows] == [["fwd", "1", "float64"],
+                                                   ["fwd+bwd", "1", "float64"]]
+    peak = benchmark.PEAK_GFLOPS / 2
+    assert f"% peak of {peak:g} GFLOP/s per core" in md
+    assert data["peak_gflops_per_core"]["used"] == peak
+    names = ["fastlstm", "numpy"] + (["torch", "torch-native"] if HAVE_TORCH else [])
+    for cell in data["cells"]:
+        assert cell["dtype"] == "float64"
+        assert sorted(cell["systems"]) == sorted(names)
+        for name in names:
+            res = cell["systems"][name]
+            assert res["status"] == "ok", res
+            assert res["check_err"] <= benchmark.TOLS["float64"]
+    if HAVE_TORCH:
+        assert "torch (default: native in f64) ms" in md
+        assert "native kernels" in data["cells"][0]["systems"]["torch"]["note"]
+    # the data really is float64: a float32 round trip of the output is far outside 1e-9
+    d = benchmark.make_data(1, 1, 256, 256, True, dtype=np.float64)
+    assert d["x"].dtype == d["h0"].dtype == d["dy"].dtype == np.float64
+    assert d["model"].dtype == np.float64
+    s = benchmark.make_fastlstm(d, "fwd", 1, benchmark.Peers())
+    ref = s.extract(s.fn())
+    assert ref["output"].dtype == np.float64
+    ok, err, _ = benchmark.compare({k: v.astype(np.float32) for k, v in ref.items()}, ref,
+                                   benchmark.TOLS["float64"])
+    assert not ok and 1e-9 < err < 1e-6
+
+
+def test_onnxruntime_float64_is_skipped_not_fatal(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rc, md, data, _ = _run(tmp_path, "--systems", "fastlstm,onnxruntime", "--dtype", "float64",
+                           "--modes", "fwd")
+    res = data["cells"][0]["systems"]["onnxruntime"]
+    # ORT's CPU LSTM has no float64 kernel (as of 1.x); should one appear it must pass the check
+    assert res["status"] in ("skipped", "ok"), res
+    assert rc == 0
+
+
 def test_failed_check_is_reported_not_timed(tmp_path, monkeypatch):
     real = benchmark.MAKERS["numpy"]
 
@@ -113,7 +160,8 @@ def test_plot(tmp_path, monkeypatch):
 
 def test_bad_options_exit_with_usage(capsys):
     for argv in (["bench", "--workloads", "z"], ["bench", "--systems", "tensorflow"],
-                 ["bench", "--threads", "0"], ["bench", "--modes", "backward"]):
+                 ["bench", "--threads", "0"], ["bench", "--modes", "backward"],
+                 ["bench", "--dtype", "float16"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
