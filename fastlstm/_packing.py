@@ -38,8 +38,8 @@ class Packed:
     w_ih: np.ndarray  # forward, (Hp/NR, I, 4*NR): W_ih^T, one slab per unit block
     w_hh: np.ndarray  # forward, (Hp/NR, H, 4*NR): W_hh^T, one slab per unit block
     bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
-    w_ih_t: np.ndarray  # backward, (4Hp, Ip): W_ih, rows interleaved, zero-padded
-    w_hh_t: np.ndarray  # backward, (4Hp, Hp): W_hh, rows interleaved, zero-padded
+    w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): W_ih, rows interleaved, by column panels
+    w_hh_t: np.ndarray  # backward, (Hp/NR, 4Hp, NR): W_hh, rows interleaved, by column panels
     to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
 
 
@@ -84,7 +84,7 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
         w_ih=_slabs(wih_rows, input_size, 4 * panel),
         w_hh=_slabs(whh_rows, hidden_size, 4 * panel),
         bias=bias,
-        w_ih_t=wih_rows,
-        w_hh_t=whh_rows,
+        w_ih_t=_slabs(np.ascontiguousarray(wih_rows.T), 4 * Hp, panel),
+        w_hh_t=_slabs(np.ascontiguousarray(whh_rows.T), 4 * Hp, panel),
         to_torch_rows=to_torch,
     )
