@@ -47,8 +47,12 @@ def _flat(a):
 
 
 def _unpad(blocks, rows, cols):
-    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols)."""
-    return np.ascontiguousarray(blocks[:, :rows, :cols]).reshape(4 * rows, cols)
+    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols), a result array."""
+    if blocks.shape[1:] == (rows, cols):
+        return blocks.reshape(4 * rows, cols)
+    out = _workspace.output((4 * rows, cols), blocks.dtype)
+    out.reshape(4, rows, cols)[...] = blocks[:, :rows, :cols]
+    return out
 
 
 def _chunk(T, B, Hp):
@@ -155,7 +159,7 @@ class KernelDirection(_Direction):
         dh, dc = self._carry(dh_n, Hp), self._carry(dc_n, Hp)
         chunk = _chunk(T, B, Hp)
         dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
-        dx = np.empty((T, B, Kp), self.dtype)
+        dx = _workspace.output((T, B, Kp), self.dtype)
         sums = self._sums(p)
         dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)
         _last_call.num_threads = _kernels.backward(
@@ -242,7 +246,8 @@ class KernelDirection(_Direction):
         """Weight-gradient outputs: PyTorch's gate blocks, padded, and the interleaved db."""
         NR = PANEL[self.dtype]
         Hp, Kp = round_up(p.hidden_size, NR), round_up(p.input_size, NR)
-        return (p, np.empty((4, Hp, Kp), self.dtype), np.empty((4, Hp, Hp), self.dtype),
+        return (p, _workspace.output((4, Hp, Kp), self.dtype),
+                _workspace.output((4, Hp, Hp), self.dtype),
                 np.empty(4 * Hp, self.dtype) if p.bias is not None else None)
 
     def _gradients(self, sums):

@@ -484,8 +484,8 @@ class LSTM:
         if order is not None:
             inverse = np.argsort(order)
             dx, dh0, dc0 = (np.take(a, inverse, axis=1) for a in (dx, dh0, dc0))
-        dx_user = np.empty((B, T, self.input_size) if self.batch_first else
-                           (T, B, self.input_size), self.dtype)
+        dx_user = _workspace.output((B, T, self.input_size) if self.batch_first else
+                                    (T, B, self.input_size), self.dtype)
         (dx_user.transpose(1, 0, 2) if self.batch_first else dx_user)[...] = dx
         dh0, dc0 = self._states_out(dh0, dc0, unbatched)
         grads = {"x": dx_user.reshape(T, self.input_size) if unbatched else dx_user,

@@ -68,3 +68,62 @@ def test_release_memory_empties_the_free_list(model, rng):
     assert _workspace._free.buffers
     _workspace.release_memory()
     assert not _workspace._free.buffers
+
+
+def grads_of(model, x, gy):
+    _, _, backprop = model.forward_train(x)
+    return backprop(gy)
+
+
+def test_results_reuse_memory_nothing_references(model, rng):
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    gy = rng.standard_normal((T, B, H)).astype(np.float32)
+    first = grads_of(model, x, gy)
+    expected = {k: v.copy() for k, v in first.items()}
+    assert first["x"].nbytes >= _workspace._MIN_BYTES  # (the weight gradients are just below)
+    address = first["x"].__array_interface__["data"][0]
+    del first
+    again = grads_of(model, x, gy)
+    assert again["x"].__array_interface__["data"][0] == address, \
+        "a dropped result's memory should serve the next one"
+    for k, v in expected.items():
+        assert np.array_equal(again[k], v)
+
+
+def test_stale_result_memory_never_reaches_a_result(model, rng):
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    gy = rng.standard_normal((T, B, H)).astype(np.float32)
+    expected = grads_of(model, x, gy)
+    _workspace.release_memory()
+    for k in range(_workspace._MAX_RESULTS):  # NaN buffers no one holds, 1 to ~40 MiB
+        buf = np.empty(int((1 << 20) * 1.27**k), np.uint8)
+        buf[...] = 0xFF
+        _workspace._free.results.append(buf)
+    del buf
+    got = grads_of(model, x, gy)
+    for k, v in expected.items():
+        assert np.array_equal(got[k], v) and not np.isnan(got[k]).any()
+
+
+def test_a_view_the_caller_keeps_keeps_its_memory(model, rng):
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    gy = rng.standard_normal((T, B, H)).astype(np.float32)
+    grads = grads_of(model, x, gy)
+    views = {k: v[1::3] for k, v in grads.items()}  # views only: the arrays themselves go
+    kept = {k: v.copy() for k, v in views.items()}
+    held = memoryview(grads.pop("x"))  # and a memoryview alone
+    held_copy = np.array(held)
+    del grads
+    for _ in range(3):
+        grads_of(model, rng.standard_normal((T, B, I)).astype(np.float32), gy * 2)
+    for k, v in views.items():
+        assert np.array_equal(v, kept[k])
+    assert np.array_equal(np.asarray(held), held_copy)
+
+
+def test_release_memory_forgets_result_buffers(model, rng):
+    grads_of(model, rng.standard_normal((T, B, I)).astype(np.float32),
+             np.ones((T, B, H), np.float32))
+    assert _workspace._free.results
+    _workspace.release_memory()
+    assert not _workspace._free.results
