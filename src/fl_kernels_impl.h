@@ -114,8 +114,13 @@ FL_INLINE void fl_tile(const int mr, const int nv, fl_idx kc, const T *a, fl_idx
 #pragma GCC unroll 4
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 8
-        for (int v = 0; v < nv; v++)
+        for (int v = 0; v < nv; v++) {
             acc[r][v] = v_zero();
+            /* c is read only after the k loop, far too late for out-of-order execution to hide
+             * a miss (the tile's c often sits in L3 or memory: gates, weight gradients) */
+            if (accumulate)
+                FL_PREFETCH(c + r * ldc + v * NR);
+        }
     for (fl_idx k = 0; k < kc; k++) {
         V bv[8];
 #pragma GCC unroll 8

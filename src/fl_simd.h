@@ -28,6 +28,12 @@ typedef float T;
 #define FL(name) FL_CAT3(name, FL_ISASUF, FL_TSUF)
 
 #define FL_INLINE static inline __attribute__((always_inline))
+/* Ask for the cache line at p, to be written (GCC and Clang; a no-op elsewhere). */
+#if defined(__GNUC__)
+#define FL_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+#else
+#define FL_PREFETCH(p) ((void)(p))
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 #if defined(FL_ISA_AVX512)
