@@ -303,6 +303,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
     cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q
     cdef const floating *src
+    cdef floating *dst
+    cdef Py_ssize_t kb, ke
     nrb = (R + BIG_BLOCK - 1) // BIG_BLOCK
     lo = share(nrb, tid, nthr)
     hi = share(nrb, tid + 1, nthr)
@@ -323,11 +325,16 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             kc = R - k0 if R - k0 < FL_KC else FL_KC
             # the block's gate-gradient columns as contiguous rows, in PyTorch's gate-major row
             # order: the GEMM then reads A row-wise and writes rows g*Hp + j straight into place
-            for k in range(kc):
-                for q in range(m // NR):  # unit block j0/NR + q: its panel of gate g
-                    src = dgates + (k0 + k) * G4 + (j0 // NR + q) * 4 * NR + g * NR
+            for q in range(m // NR):  # unit block j0/NR + q: its panel of gate g
+                src = dgates + k0 * G4 + (j0 // NR + q) * 4 * NR + g * NR
+                dst = rows + q * NR * kc
+                kb = 0
+                while kb < kc:  # NR x NR blocks: their NR lines read and NR written stay in L1
+                    ke = kb + NR if kb + NR < kc else kc
                     for r in range(NR):
-                        rows[(q * NR + r) * kc + k] = src[r]
+                        for k in range(kb, ke):
+                            dst[r * kc + k] = src[k * G4 + r]
+                    kb = ke
             gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
                  dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
             gemm(ops, m, nblk, kc, rows, kc, 1, h_state + (row0 + k0) * Hp, Hp, 1, NR,
