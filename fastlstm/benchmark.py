@@ -34,8 +34,13 @@ Method:
   ~0.1 s) and would otherwise steal a core from the next system. Reported: the median over rounds
   of the per-call time; results.json keeps every sample.
 - FLOPs: fwd = 2 * 4H * (I + H) * B * T (the two matrix products; gate math not counted),
-  fwd+bwd = 3x. % peak = GFLOP/s / (peak GFLOP/s per core * threads); the float64 peak is
-  half the float32 one (``--peak-gflops``), the same FMA units at half the lanes.
+  fwd+bwd = 3x.
+- % of limit, against this machine's limits measured at the start of the run (``limits`` in
+  results.json): one core's multiply-add peak in the run's dtype (``--peak-gflops`` replaces it)
+  and its read bandwidth at the sizes that matter. Batch-1 forward cells (a, b, f) stream their
+  weights: their limit is the time to read each thread's share of W_hh once per step, plus the
+  input projection (the larger of its FLOPs at peak and one read of W_ih), over fastlstm's time
+  ("% read"). Every other cell: GFLOP/s / (peak * threads) ("% FMA").
 """
 import contextlib
 import datetime
@@ -53,7 +58,7 @@ import time
 import numpy as np
 
 import fastlstm
-from fastlstm import reference
+from fastlstm import _kernels, reference
 
 WORKLOADS = {
     "a": dict(B=1, T=100, I=128, H=128, desc="streaming / latency"),
@@ -74,7 +79,7 @@ TOL = 1e-4  # float32
 TOLS = {"float32": TOL, "float64": 1e-9}
 DTYPES = tuple(TOLS)
 SEED = 1234
-PEAK_GFLOPS = 225.0  # one core's float32 FMA peak on the reference machine (peers/RESULTS.md)
+PEAK_GFLOPS_REFERENCE = 225.0  # one core's float32 FMA peak where peers/RESULTS.md was measured
 
 # The scaling plot: fwd, 1 thread, time per step against the batch and against the hidden size.
 SCALING_T = 20
@@ -102,6 +107,43 @@ def mode_flops(sizes, mode):
 def peak_for(peak_gflops, dtype):
     """One core's peak in `dtype` from the float32 one: float64 vectors hold half the lanes."""
     return peak_gflops / 2 if np.dtype(dtype) == np.float64 else peak_gflops
+
+
+def streamed_bytes(sizes, threads, itemsize):
+    """Batch-1 forward: each thread's share of W_hh (read every step) and of W_ih (read once)."""
+    H, I = sizes["H"], sizes["I"]
+    return 4 * H * H * itemsize // threads, 4 * H * I * itemsize // threads
+
+
+def measure_limits(dtype, workloads, threads, peak_gflops=None):
+    """This machine's limits for the report: one core's multiply-add rate in `dtype` (or the
+    float32 `peak_gflops` given, halved for float64) and its read bandwidth over the weight
+    shares the batch-1 workloads stream (fastlstm's own probes, its active instruction set)."""
+    itemsize = np.dtype(dtype).itemsize
+    peak = (peak_for(peak_gflops, dtype) if peak_gflops else
+            _kernels.probe_fma_gflops(dtype))
+    sizes = sorted({n for wl in workloads if WORKLOADS[wl]["B"] == 1 for nt in threads
+                    for n in streamed_bytes(WORKLOADS[wl], nt, itemsize)})
+    return dict(fma_gflops_per_core=peak, peak_given=bool(peak_gflops),
+                read_gbs={str(n): _kernels.probe_read_gbs(n, dtype) for n in sizes})
+
+
+def limit_fraction(cell, limits):
+    """(fraction of this machine's limit fastlstm reached, which limit) for a cell, or None."""
+    res = cell["systems"].get("fastlstm")
+    if not res or res["status"] != "ok" or not limits:
+        return None
+    seconds = res["median_ms"] * 1e-3
+    peak = limits["fma_gflops_per_core"] * 1e9 * cell["threads"]
+    read = limits.get("read_gbs", {})
+    itemsize = np.dtype(cell.get("dtype", "float32")).itemsize
+    hh, ih = streamed_bytes(cell, cell["threads"], itemsize)
+    if cell["mode"] == "fwd" and cell["B"] == 1 and str(hh) in read and str(ih) in read:
+        input_flops = 2 * 4 * cell["H"] * cell["I"] * cell["T"]
+        floor = (cell["T"] * hh / (read[str(hh)] * 1e9)
+                 + max(input_flops / peak, ih / (read[str(ih)] * 1e9)))
+        return floor / seconds, "read"
+    return cell["flops"] / seconds / peak, "FMA"
 
 
 class Unavailable(Exception):
@@ -643,6 +685,8 @@ def run_benchmark(opts, progress=None):
     out = dict(started=_now(), dtype=dtype, tol=TOLS[dtype], machine=machine_info(peers),
                options=_jsonable(opts), cells=[], scaling=[], notes=[])
     out["machine"]["loadavg_start"] = _loadavg()
+    progress.say("measuring this machine's multiply-add peak and read bandwidth")
+    out["limits"] = measure_limits(dtype, wls, threads, opts.get("peak_gflops"))
     progress.say(f"bench: {dtype}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
                  f"{','.join(map(str, threads))}, systems {','.join(systems)}")
     load = out["machine"]["loadavg_start"]
@@ -780,11 +824,11 @@ def labels(dtype):
     return LABELS
 
 
-def table(results, peak_gflops):
-    """The ratio table (markdown lines); peak_gflops is the float32 peak per core."""
+def table(results):
+    """The ratio table (markdown lines)."""
     cells = results["cells"]
     dtype = results.get("dtype", "float32")
-    peak_gflops = peak_for(peak_gflops, dtype)
+    limits = results.get("limits")
     names = labels(dtype)
     present = {s for c in cells for s in c["systems"]}
     systems = [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS))
@@ -792,7 +836,7 @@ def table(results, peak_gflops):
     head = (["workload (B,T,I,H)", "mode", "thr", "dtype"]
             + [f"{names.get(s, s)} ms" for s in systems]
             + ["best peer/fl"] + [f"{SHORT.get(s, s)}/fl" for s in peers]
-            + ["fastlstm GFLOP/s", "% peak", "noise"])
+            + ["fastlstm GFLOP/s", "% of limit", "noise"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         res = c["systems"]
@@ -810,8 +854,9 @@ def table(results, peak_gflops):
             line.append("-")
         line += [_fmt_ratio(timed[s] / base) if base and s in timed else "-" for s in peers]
         if base:
-            gflops = c["flops"] / (base * 1e-3) / 1e9
-            line += [f"{gflops:.1f}", f"{100 * gflops / (peak_gflops * c['threads']):.0f}%"]
+            reached = limit_fraction(c, limits)
+            line += [f"{c['flops'] / (base * 1e-3) / 1e9:.1f}",
+                     f"{100 * reached[0]:.0f}% {reached[1]}" if reached else "-"]
         else:
             line += ["-", "-"]
         noisy = [(v["noise"], s) for s, v in res.items() if v.get("noise") is not None]
@@ -846,7 +891,7 @@ def notes(results):
     return lines
 
 
-def markdown(results, peak_gflops, plot_note):
+def markdown(results, plot_note):
     m = results["machine"]
     v = m.get("versions", {})
     vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
@@ -854,7 +899,10 @@ def markdown(results, peak_gflops, plot_note):
     opts = results["options"]
     dtype = results.get("dtype", "float32")
     tol = results.get("tol", TOL)
-    peak = peak_for(peak_gflops, dtype)
+    limits = results.get("limits") or {}
+    reads = ", ".join(f"{int(n) / 1024:g} KiB {v:.0f} GB/s"
+                      for n, v in sorted(limits.get("read_gbs", {}).items(), key=lambda kv:
+                                         int(kv[0])))
     L = [f"# fastlstm vs peers (`python -m fastlstm bench`), {dtype}", "",
          f"- Dtype: {dtype} (data, weights and every system)"
          + ("; torch's oneDNN LSTM is float32/bf16 only, so torch's default path runs its "
@@ -875,16 +923,20 @@ def markdown(results, peak_gflops, plot_note):
          f"Every sample is in results.json.",
          "- best peer/fl = the fastest other system's median / fastlstm's (> 1: fastlstm "
          "faster; **bold** < 1: fastlstm slower); x/fl the same for each peer.",
-         f"- fastlstm GFLOP/s: fwd FLOPs 2*4H*(I+H)*B*T, fwd+bwd 3x; % peak of "
-         f"{peak:g} GFLOP/s per core x threads"
-         + (f" (float64: half the float32 peak of {peak_gflops:g})." if peak != peak_gflops
-            else "."),
+         "- fastlstm GFLOP/s: fwd FLOPs 2*4H*(I+H)*B*T, fwd+bwd 3x.",
+         f"- % of limit: FMA = GFLOP/s / ({limits.get('fma_gflops_per_core', 0):.0f} GFLOP/s "
+         f"{dtype} per core x threads, "
+         + ("given by --peak-gflops" if limits.get("peak_given") else "measured at the start")
+         + "); read (batch-1 fwd: a, b, f) = the time to read each thread's share of W_hh once "
+         "per step plus the input projection (its FLOPs at that peak, or one read of W_ih if "
+         "longer), at the read bandwidth measured for that size"
+         + (f" ({reads})" if reads else "") + ", over fastlstm's time.",
          "- noise = the largest IQR/median of a system in the row (! above 0.2: the ratios of "
          "that row are not to be trusted).",
          f"- Every system is checked against fastlstm (1 thread) before timing: outputs within "
          f"{tol:g} absolute, gradients within {tol:g} * max(1, max|g|); ONNX Runtime is forward "
          f"only.",
-         "", *table(results, peak_gflops), ""]
+         "", *table(results), ""]
     n = notes(results)
     if n:
         L += ["Notes:", "", *n, ""]
@@ -943,11 +995,9 @@ def plot_scaling(results, path):
     return "Scaling plot: scaling.png (fwd, 1 thread, time per step vs B and vs H)."
 
 
-def write_outputs(results, out_dir, peak_gflops, plot):
+def write_outputs(results, out_dir, plot):
     """results.json, results.md and (plot=True) scaling.png in out_dir. Returns the markdown."""
     os.makedirs(out_dir, exist_ok=True)
-    dtype = results.get("dtype", "float32")
-    results["peak_gflops_per_core"] = dict(float32=peak_gflops, used=peak_for(peak_gflops, dtype))
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, default=_json_default)
     if plot:
@@ -955,7 +1005,7 @@ def write_outputs(results, out_dir, peak_gflops, plot):
     else:
         plot_note = "No scaling plot (--no-plot)."
     results.setdefault("notes", []).append(plot_note)
-    md = markdown(results, peak_gflops, plot_note)
+    md = markdown(results, plot_note)
     with open(os.path.join(out_dir, "results.md"), "w") as fh:
         fh.write(md)
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
@@ -1002,9 +1052,10 @@ def add_arguments(p):
                    help=f"idle seconds before each system's round when threads > 1 (default "
                         f"{GAP}), so the previous library's spinning worker threads sleep")
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
-    p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS,
-                   help=f"one core's float32 FMA peak, for %% of peak (default {PEAK_GFLOPS:g}; "
-                        f"float64 uses half)")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="one core's float32 FMA peak in GFLOP/s for %% of limit (float64 uses "
+                        "half); default: measured at the start of the run (the reference "
+                        f"machine of peers/RESULTS.md had {PEAK_GFLOPS_REFERENCE:g})")
     p.add_argument("--no-plot", action="store_true",
                    help="skip the scaling sweep and scaling.png")
 
@@ -1041,7 +1092,7 @@ def options_from_args(args, error):
     if args.rounds is not None and args.rounds < 1:
         error("--rounds must be >= 1")
     budget = base["budget"] if args.budget is None else args.budget
-    if budget < 0 or args.gap < 0 or args.peak_gflops <= 0:
+    if budget < 0 or args.gap < 0 or (args.peak_gflops is not None and args.peak_gflops <= 0):
         error("--budget and --gap must be >= 0, --peak-gflops > 0")
     return dict(workloads=wls, threads=threads, systems=systems, modes=modes, dtype=args.dtype,
                 rounds=args.rounds, budget=budget, min_rounds=base["min_rounds"],
@@ -1060,7 +1111,7 @@ def main(args, error=None, stdout=None, stderr=None):
     progress = Progress(stderr or sys.stderr)
     out_dir = opts["out"]
     results = run_benchmark(opts, progress)
-    md = write_outputs(results, out_dir, opts["peak_gflops"], plot=opts["scaling"])
+    md = write_outputs(results, out_dir, plot=opts["scaling"])
     print(md, file=stdout)
     print(f"wrote {os.path.join(out_dir, 'results.md')}, results.json"
           + (", scaling.png" if os.path.exists(os.path.join(out_dir, "scaling.png"))

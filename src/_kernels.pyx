@@ -42,6 +42,8 @@ cdef extern from "fl_kernels.h" nogil:
         void (*gates_bwd)(fl_idx, const float *, const float *, const float *, const float *,
                           float *, float *) noexcept nogil
         void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *, int) noexcept nogil
+        float (*probe_fma)(fl_idx) noexcept nogil
+        float (*probe_read)(const float *, fl_idx, fl_idx) noexcept nogil
     ctypedef struct fl_ops_f64:
         void (*gemm)(fl_idx, fl_idx, fl_idx, const double *, fl_idx, fl_idx, const double *,
                      fl_idx, fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
@@ -49,6 +51,8 @@ cdef extern from "fl_kernels.h" nogil:
         void (*gates_bwd)(fl_idx, const double *, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
         void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *, int) noexcept nogil
+        double (*probe_fma)(fl_idx) noexcept nogil
+        double (*probe_read)(const double *, fl_idx, fl_idx) noexcept nogil
     ctypedef struct fl_isa_ops:
         const char *name
         fl_ops_f32 f32
@@ -58,6 +62,7 @@ cdef extern from "fl_kernels.h" nogil:
     int fl_supported(const char *name)
     const char *fl_best()
     int FL_KC
+    int FL_PROBE_CHAINS
 
 cdef extern from "fl_omp.h" nogil:
     int FL_OPENMP
@@ -782,6 +787,61 @@ def thread_fpmodes(int num_threads):
         if tid < 64:
             flags[tid] = fl_fpmode_flags()
     return [flags[k] for k in range(n) if flags[k] >= 0]
+
+
+def probe_fma_gflops(dtype, double seconds=0.05):
+    """One thread's multiply-add rate in GFLOP/s for `dtype` (float32 or float64) with the
+    active instruction set: the best of 5 timed runs of about `seconds` / 5 each."""
+    import time
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef bint f32 = np.dtype(dtype) == np.float32
+    cdef Py_ssize_t lanes = 16 if f32 else 8, iters = 1000
+    cdef double t, best = 0
+    for trial in range(-1, 5):  # trial -1 grows the run until it lasts a fifth of the budget
+        while True:
+            t = time.perf_counter()
+            with nogil:  # (the result, a checksum, only makes the work observable)
+                ops.f32.probe_fma(iters) if f32 else ops.f64.probe_fma(iters)
+            t = time.perf_counter() - t
+            if trial >= 0 or t > seconds / 5 or iters > (1 << 40):
+                break
+            iters *= 4
+        if trial >= 0:
+            best = max(best, 2.0 * FL_PROBE_CHAINS * lanes * iters / t / 1e9)
+    return best
+
+
+def probe_read_gbs(Py_ssize_t nbytes, dtype=np.float32, double seconds=0.05):
+    """One thread's read bandwidth in GB/s over a buffer of about `nbytes`, read over and over
+    (so it comes from the cache level that holds that size): the best of 5 timed runs."""
+    import time
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef bint f32 = np.dtype(dtype) == np.float32
+    cdef Py_ssize_t block = 8 * (16 if f32 else 8), itemsize = 4 if f32 else 8
+    cdef Py_ssize_t n = max(block, (nbytes // itemsize) // block * block), reps = 1
+    raw = np.ones(n + 64 // itemsize, np.float32 if f32 else np.float64)
+    skip = (-raw.ctypes.data % 64) // itemsize  # whole-line loads, as the kernels' panels
+    buf = raw[skip:skip + n]
+    cdef float[::1] b32
+    cdef double[::1] b64
+    if f32:
+        b32 = buf
+    else:
+        b64 = buf
+    cdef double t, best = 0
+    for trial in range(-1, 5):  # as probe_fma_gflops
+        while True:
+            t = time.perf_counter()
+            with nogil:
+                (ops.f32.probe_read(&b32[0], n, reps) if f32 else
+                 ops.f64.probe_read(&b64[0], n, reps))
+            t = time.perf_counter() - t
+            if trial >= 0 or t > seconds / 5 or reps > (1 << 40):
+                break
+            reps *= 2
+        if trial >= 0:
+            best = max(best, n * itemsize * reps / t / 1e9)
+    return best
 
 
 def openmp_enabled():

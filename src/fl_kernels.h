@@ -39,6 +39,11 @@ typedef ptrdiff_t fl_idx;
          * summed in increasing r, onto dst[n] when accumulate, else onto 0. */                     \
         void (*colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst,              \
                        int accumulate);                                                             \
+        /* Machine probes for the benchmark's "% of peak" (their results are checksums):          \
+         * iters rounds of FL_PROBE_CHAINS independent multiply-adds on whole panels, and n values \
+         * (a multiple of 8 panels) read reps times as fast as the vector units can take them. */ \
+        T (*probe_fma)(fl_idx iters);                                                               \
+        T (*probe_read)(const T *a, fl_idx n, fl_idx reps);                                         \
     } fl_ops_##SUF;
 
 FL_DECLARE_OPS(float, f32)
@@ -54,6 +59,9 @@ typedef struct {
 /* GEMM sums run in blocks of FL_KC values of k (see fl_kernels_impl.h); callers that split K
  * themselves cut at the same places to get the same bits. */
 #define FL_KC 256
+
+/* Independent chains of probe_fma: more than FMA latency x FMA units on current x86 cores. */
+#define FL_PROBE_CHAINS 12
 
 #define FL_PANEL_F32 16
 #define FL_PANEL_F64 8

@@ -249,8 +249,55 @@ void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst, in
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Probes: the multiply-add rate and read bandwidth this machine gives these vector types. */
+
+FL_INLINE T fl_lanes_sum(V v)
+{
+    T lanes[NR], s = 0;
+    v_store(lanes, v);
+    for (int l = 0; l < NR; l++)
+        s += lanes[l];
+    return s;
+}
+
+T FL(probe_fma)(fl_idx iters)
+{
+    V acc[FL_PROBE_CHAINS];
+    const V m = v_set1((T)0.999999), a = v_set1((T)1e-7);
+#pragma GCC unroll 12
+    for (int j = 0; j < FL_PROBE_CHAINS; j++)
+        acc[j] = v_set1((T)j);
+    for (fl_idx i = 0; i < iters; i++)
+#pragma GCC unroll 12
+        for (int j = 0; j < FL_PROBE_CHAINS; j++)
+            acc[j] = v_fma(acc[j], m, a);
+    T s = 0;
+    for (int j = 0; j < FL_PROBE_CHAINS; j++)
+        s += fl_lanes_sum(acc[j]);
+    return s;
+}
+
+T FL(probe_read)(const T *a, fl_idx n, fl_idx reps)
+{
+    V acc[8];
+    const V one = v_set1(1);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        acc[j] = v_zero();
+    for (fl_idx r = 0; r < reps; r++)
+        for (fl_idx i = 0; i + 8 * NR <= n; i += 8 * NR)
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                acc[j] = v_fma(one, v_load(a + i + j * NR), acc[j]);
+    T s = 0;
+    for (int j = 0; j < 8; j++)
+        s += fl_lanes_sum(acc[j]);
+    return s;
+}
+
 /* The table fl_dispatch.c points at. */
-#define FL_OPS_INIT {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum)}
+#define FL_OPS_INIT {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum), FL(probe_fma), FL(probe_read)}
 #if FL_DOUBLE
 const fl_ops_f64 FL(ops) = FL_OPS_INIT;
 #else

@@ -46,7 +46,15 @@ def test_tiny_run_writes_table_and_samples(tmp_path):
     rows = _rows(md)
     assert [r.split(" | ")[1] for r in rows] == ["fwd", "fwd+bwd"]
     header = next(line for line in md.splitlines() if line.startswith("| workload"))
-    assert "fastlstm ms" in header and "best peer/fl" in header and "% peak" in header
+    assert "fastlstm ms" in header and "best peer/fl" in header and "% of limit" in header
+    # f is a batch-1 workload: its forward is held against reading the weights, its training
+    # against the multiply-add peak, both measured here at the start of the run
+    limits = data["limits"]
+    assert 0 < limits["fma_gflops_per_core"] < 10_000 and not limits["peak_given"]
+    assert set(limits["read_gbs"]) == {str(4 * 256 * 256 * 4)} and \
+        0 < limits["read_gbs"][str(4 * 256 * 256 * 4)] < 10_000
+    fwd, train = rows
+    assert fwd.split(" | ")[-2].endswith("% read") and train.split(" | ")[-2].endswith("% FMA")
     assert ("torch/fl" in header) == HAVE_TORCH
     assert len(data["cells"]) == 2
     for cell in data["cells"]:
@@ -72,9 +80,8 @@ def test_tiny_float64_run(tmp_path):
     rows = _rows(md)
     assert [r.split(" | ")[1:4] for r in rows] == [["fwd", "1", "float64"],
                                                    ["fwd+bwd", "1", "float64"]]
-    peak = benchmark.PEAK_GFLOPS / 2
-    assert f"% peak of {peak:g} GFLOP/s per core" in md
-    assert data["peak_gflops_per_core"]["used"] == peak
+    assert data["limits"]["fma_gflops_per_core"] > 0
+    assert "GFLOP/s float64 per core x threads, measured at the start" in md
     names = ["fastlstm", "numpy"] + (["torch", "torch-native"] if HAVE_TORCH else [])
     for cell in data["cells"]:
         assert cell["dtype"] == "float64"
@@ -178,3 +185,26 @@ def test_imports_with_numpy_alone():
             "sys.modules.items() if v is not None}\n")
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True, timeout=60)
+
+
+def test_peak_given_replaces_the_measured_one(tmp_path):
+    rc, md, data, _ = _run(tmp_path, "--systems", "fastlstm", "--peak-gflops", "1000",
+                           "--dtype", "float64")
+    assert rc == 0 and data["limits"] == dict(data["limits"], fma_gflops_per_core=500.0,
+                                              peak_given=True)
+    assert "(500 GFLOP/s float64 per core x threads, given by --peak-gflops)" in md
+    flops = data["cells"][1]["flops"] / (data["cells"][1]["systems"]["fastlstm"]["median_ms"]
+                                         * 1e-3)
+    assert _rows(md)[1].split(" | ")[-2] == f"{100 * flops / 500e9:.0f}% FMA"
+
+
+def test_limit_fraction_of_a_batch1_forward():
+    """a's forward at 2 threads: each thread reads half of W_hh per step from its cache."""
+    cell = dict(benchmark.WORKLOADS["a"], mode="fwd", threads=2, dtype="float32", flops=1.0,
+                systems={"fastlstm": dict(status="ok", median_ms=1.0)})
+    hh, ih = 4 * 128 * 128 * 4 // 2, 4 * 128 * 128 * 4 // 2
+    limits = dict(fma_gflops_per_core=100.0, read_gbs={str(hh): 100.0})
+    floor = 100 * hh / 100e9 + max(2 * 4 * 128 * 128 * 100 / 200e9, ih / 100e9)
+    assert benchmark.limit_fraction(cell, limits) == pytest.approx((floor / 1e-3, "read"))
+    cell["mode"] = "fwd+bwd"
+    assert benchmark.limit_fraction(cell, limits) == pytest.approx((1.0 / 1e-3 / 200e9, "FMA"))

@@ -383,3 +383,14 @@ def test_nan_stays_in_its_batch_row(isa, dtype):
             y_clean, _ = run(x, hx)
             assert np.array_equal(y_clean[:, keep], y_ok)
             assert np.array_equal(y_clean[:t0, row], y[:t0, row])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_machine_probes(isa, dtype):
+    """The benchmark's limits: positive, finite rates from every variant, any buffer size (no
+    timing thresholds: the machines are shared)."""
+    fma = _kernels.probe_fma_gflops(dtype, seconds=0.01)
+    read_small = _kernels.probe_read_gbs(16 * 1024, dtype, seconds=0.01)
+    read_odd = _kernels.probe_read_gbs(1000, dtype, seconds=0.01)  # rounded to whole blocks
+    for rate in (fma, read_small, read_odd):
+        assert np.isfinite(rate) and 0 < rate < 1e5
