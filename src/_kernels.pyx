@@ -31,6 +31,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+import time
+
 import numpy as np
 
 cdef extern from "fl_kernels.h" nogil:
@@ -789,59 +791,58 @@ def thread_fpmodes(int num_threads):
     return [flags[k] for k in range(n) if flags[k] >= 0]
 
 
+cdef double fma_seconds(bint f32, Py_ssize_t iters):
+    cdef const fl_isa_ops *ops = fl_current()
+    t = time.perf_counter()
+    with nogil:  # (the result, a checksum, only makes the work observable)
+        ops.f32.probe_fma(iters) if f32 else ops.f64.probe_fma(iters)
+    return time.perf_counter() - t
+
+
+cdef double read_seconds(buf, Py_ssize_t reps):
+    cdef const fl_isa_ops *ops = fl_current()
+    cdef float[::1] b32
+    cdef double[::1] b64
+    if buf.dtype == np.float32:
+        b32 = buf
+        t = time.perf_counter()
+        with nogil:
+            ops.f32.probe_read(&b32[0], b32.shape[0], reps)
+    else:
+        b64 = buf
+        t = time.perf_counter()
+        with nogil:
+            ops.f64.probe_read(&b64[0], b64.shape[0], reps)
+    return time.perf_counter() - t
+
+
+def _best_rate(run, double seconds):
+    """Units of work per second: `run(n)` does n units and returns the seconds it took; n doubles
+    until a run lasts a fifth of `seconds`, then the best of 5 runs of that size."""
+    n = 1
+    while run(n) < seconds / 5 and n < (1 << 40):
+        n *= 2
+    return max(n / run(n) for _ in range(5))
+
+
 def probe_fma_gflops(dtype, double seconds=0.05):
     """One thread's multiply-add rate in GFLOP/s for `dtype` (float32 or float64) with the
-    active instruction set: the best of 5 timed runs of about `seconds` / 5 each."""
-    import time
-    cdef const fl_isa_ops *ops = fl_current()
+    active instruction set."""
     cdef bint f32 = np.dtype(dtype) == np.float32
-    cdef Py_ssize_t lanes = 16 if f32 else 8, iters = 1000
-    cdef double t, best = 0
-    for trial in range(-1, 5):  # trial -1 grows the run until it lasts a fifth of the budget
-        while True:
-            t = time.perf_counter()
-            with nogil:  # (the result, a checksum, only makes the work observable)
-                ops.f32.probe_fma(iters) if f32 else ops.f64.probe_fma(iters)
-            t = time.perf_counter() - t
-            if trial >= 0 or t > seconds / 5 or iters > (1 << 40):
-                break
-            iters *= 4
-        if trial >= 0:
-            best = max(best, 2.0 * FL_PROBE_CHAINS * lanes * iters / t / 1e9)
-    return best
+    flops_per_iter = 2.0 * FL_PROBE_CHAINS * (16 if f32 else 8)
+    return flops_per_iter * _best_rate(lambda n: fma_seconds(f32, n), seconds) / 1e9
 
 
 def probe_read_gbs(Py_ssize_t nbytes, dtype=np.float32, double seconds=0.05):
     """One thread's read bandwidth in GB/s over a buffer of about `nbytes`, read over and over
-    (so it comes from the cache level that holds that size): the best of 5 timed runs."""
-    import time
-    cdef const fl_isa_ops *ops = fl_current()
-    cdef bint f32 = np.dtype(dtype) == np.float32
-    cdef Py_ssize_t block = 8 * (16 if f32 else 8), itemsize = 4 if f32 else 8
-    cdef Py_ssize_t n = max(block, (nbytes // itemsize) // block * block), reps = 1
-    raw = np.ones(n + 64 // itemsize, np.float32 if f32 else np.float64)
+    (so it comes from the cache level that holds that size)."""
+    dtype = np.dtype(dtype)
+    cdef Py_ssize_t itemsize = dtype.itemsize, block = 8 * 64 // itemsize  # 8 panels
+    cdef Py_ssize_t n = max(block, (nbytes // itemsize) // block * block)
+    raw = np.ones(n + 64 // itemsize, dtype)
     skip = (-raw.ctypes.data % 64) // itemsize  # whole-line loads, as the kernels' panels
     buf = raw[skip:skip + n]
-    cdef float[::1] b32
-    cdef double[::1] b64
-    if f32:
-        b32 = buf
-    else:
-        b64 = buf
-    cdef double t, best = 0
-    for trial in range(-1, 5):  # as probe_fma_gflops
-        while True:
-            t = time.perf_counter()
-            with nogil:
-                (ops.f32.probe_read(&b32[0], n, reps) if f32 else
-                 ops.f64.probe_read(&b64[0], n, reps))
-            t = time.perf_counter() - t
-            if trial >= 0 or t > seconds / 5 or reps > (1 << 40):
-                break
-            reps *= 2
-        if trial >= 0:
-            best = max(best, n * itemsize * reps / t / 1e9)
-    return best
+    return n * itemsize * _best_rate(lambda reps: read_seconds(buf, reps), seconds) / 1e9
 
 
 def openmp_enabled():
