@@ -141,17 +141,50 @@ cdef inline int resolve_threads(int num_threads) noexcept nogil:
     return num_threads if num_threads > 0 else 1
 
 
-cdef inline bint batch_split(Py_ssize_t B, int nthr) noexcept nogil:
-    """Split the batch (no barriers) when every thread gets a row, else split hidden units."""
-    return B >= nthr
+# How a recurrence is shared among threads. Batch split: each thread owns whole batch rows and
+# streams all of W_hh itself, no barrier. Unit split: each thread owns blocks of hidden units for
+# every row, one barrier per step. Measured (issue 5 notes; 16-core Xeon, 2-core Zen 5): a barrier
+# costs ~1-2 us, so a step must stream enough weight to pay for it, and a thread with fewer rows
+# than a register tile (TILE_ROWS) reads its weights once per row it lacks.
+cdef enum:
+    TILE_ROWS = 4  # rows of the widest GEMM register tile (AVX-512); a thread with fewer wastes loads
+cdef Py_ssize_t split_step_bytes = 128 * 1024  # weight a step streams before unit split pays
+cdef Py_ssize_t split_thread_bytes = 32 * 1024  # and each thread's least share of it
 
 
-cdef inline int team_size(Py_ssize_t B, Py_ssize_t nblk, int num_threads) noexcept nogil:
-    """Threads worth starting: no more than the rows or unit blocks there are to share."""
-    cdef Py_ssize_t useful = B if B > nblk else nblk
-    if useful < 1:
-        useful = 1
-    return <int>(num_threads if num_threads < useful else useful)
+cdef inline int plan_team(Py_ssize_t B, Py_ssize_t H, Py_ssize_t NR, Py_ssize_t elsize,
+                          int num_threads, bint *by_batch) noexcept nogil:
+    """Threads worth starting for a recurrence over B rows and H units, and how they split it.
+
+    Batch split when every thread gets a full tile of rows; else unit split on as many threads as
+    the step's weight stream pays for (at most one per unit block); else batch split on up to B
+    threads when that uses more of them. Deterministic in its arguments."""
+    cdef int n = resolve_threads(num_threads)
+    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t stream, units, rows
+    if B >= TILE_ROWS * <Py_ssize_t>n:  # (n may be INT_MAX)
+        by_batch[0] = True
+        return n
+    stream = 4 * Hp * H * elsize * ((B + TILE_ROWS - 1) // TILE_ROWS)
+    units = 1
+    if stream >= split_step_bytes:
+        units = stream // split_thread_bytes if split_thread_bytes > 0 else nblk
+        units = min(units, nblk, n)
+        units = max(units, 1)
+    rows = max(min(B, <Py_ssize_t>n), 1)
+    by_batch[0] = rows > units or units == 1
+    return <int>(rows if rows > units else units)
+
+
+def split_thresholds(step_bytes=None, thread_bytes=None):
+    """(step_bytes, thread_bytes) of the unit-split policy, after setting those given (tests set
+    them to 0 to run the unit split on tiny shapes). Process-wide; not for use during calls."""
+    global split_step_bytes, split_thread_bytes
+    if step_bytes is not None:
+        split_step_bytes = max(0, int(step_bytes))
+    if thread_bytes is not None:
+        split_thread_bytes = max(0, int(thread_bytes))
+    return split_step_bytes, split_thread_bytes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,8 +261,8 @@ cdef int lstm_forward(
     cdef Py_ssize_t NR = panel(gates), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef bint train = tc_state != NULL
-    cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
-    cdef bint by_batch = batch_split(B, nthr)
+    cdef bint by_batch
+    cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef int tid
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
     cdef Py_ssize_t t0, tn, t, lo, hi, hs, hd, cs, cd
@@ -374,15 +407,15 @@ cdef int lstm_backward(
     Writes dx (T*B x Ip, time-major), dw_ih (4 x Hp x Ip) and dw_hh (4 x Hp x Hp), rows in
     PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
     they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
-    for each thread of team_size(B, Hp/NR, num_threads). Returns the number of threads that ran.
+    for each thread of plan_team(B, H, ...). Returns the number of threads that ran.
     With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
-    cdef int nthr = team_size(B, nblk, resolve_threads(num_threads))
-    cdef bint by_batch = batch_split(B, nthr)
+    cdef bint by_batch
+    cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
@@ -559,7 +592,8 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need("dw_hh", dw_hh, G4 * Hp)
     need("db", db, G4)
     # per-thread rows for the weight-gradient GEMMs, as many threads as lstm_backward will start
-    cdef int team = team_size(B, Hp // NR, resolve_threads(num_threads))
+    cdef bint by_batch
+    cdef int team = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
                                           np.float32 if floating is float else np.float64)
     cdef const floating *q[8]

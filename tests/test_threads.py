@@ -5,11 +5,13 @@ each batch row alone or in a batch, and for a sequence run in chunks while carry
 tests check each of those promises with np.array_equal (never allclose), on shapes chosen to hit
 both work splits of the kernels:
 
-- batch split (B >= threads used): each thread owns whole batch rows, no barrier per step;
-- unit split (B < threads used): each thread owns blocks of 16 (float32) / 8 (float64) hidden
-  units, one barrier per step; H not a multiple of the block gives a partial last block.
+- batch split: each thread owns whole batch rows, no barrier per step;
+- unit split: each thread owns blocks of 16 (float32) / 8 (float64) hidden units, one barrier per
+  step; H not a multiple of the block gives a partial last block.
 
-Threads used by a call = min(num_threads, max(B, ceil(H / block))).
+The kernels choose the split and the team by the work (see test_team_size_follows_the_work); the
+determinism tests run both that plan and one with its work thresholds at 0, under which tiny
+shapes take the unit split on one thread per unit block.
 
 They also check the team size really used (openmp_info()['last_num_threads']), that calls from
 many Python threads on one shared model agree with serial calls, that no input is written to, and
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 import fastlstm
+from fastlstm import _kernels
 
 DTYPES = [np.float32, np.float64]
 BLOCK = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
@@ -30,7 +33,8 @@ GRAD_KEYS = ("x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bia
 # (T, B, I, H, why). Threads requested are 1..4 on each.
 SHAPES = [
     (6, 1, 7, 100, "B=1: unit split for >1 thread, partial last unit block (100 = 6*16 + 4)"),
-    (5, 3, 4, 100, "B=3: batch split with uneven rows for 2 threads, unit split for 4"),
+    (5, 3, 4, 100, "B=3: unit split (fewer rows than a register tile per thread)"),
+    (3, 9, 5, 300, "B=9: batch split with uneven rows for 2 threads, unit split for 3 and 4"),
     (5, 3, 4, 5, "tiny H=5 (one partial block): at most B=3 threads, batch split"),
     (4, 17, 3, 5, "B=17: batch split with uneven rows for 2, 3 and 4 threads"),
     (3, 2, 33, 40, "I=33 > one panel, H=40 (2.5 float32 blocks, 5 float64 blocks)"),
@@ -51,6 +55,17 @@ def _data(rng, T, B, I, H, dtype, batch_first):
     gh = rng.standard_normal((1, B, H)).astype(dtype)
     gc = rng.standard_normal((1, B, H)).astype(dtype)
     return x, (h0, c0), (gy, gh, gc)
+
+
+@pytest.fixture(params=["measured", "every_split"])
+def split_policy(request):
+    """The kernels' thread plan as shipped, and with its work thresholds at 0 (every shape that
+    has the rows or unit blocks takes the split, however little work each thread gets)."""
+    saved = _kernels.split_thresholds()
+    if request.param == "every_split":
+        _kernels.split_thresholds(0, 0)
+    yield request.param
+    _kernels.split_thresholds(*saved)
 
 
 def _everything(model, x, hx, up, nt):
@@ -76,7 +91,7 @@ def _assert_bitwise(ref, got, context):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
-def test_bitwise_identical_across_num_threads(isa, dtype, batch_first):
+def test_bitwise_identical_across_num_threads(isa, split_policy, dtype, batch_first):
     rng = np.random.default_rng(2024)
     for T, B, I, H, why in SHAPES:
         model = fastlstm.LSTM(I, H, batch_first=batch_first, dtype=dtype, seed=7)
@@ -88,12 +103,12 @@ def test_bitwise_identical_across_num_threads(isa, dtype, batch_first):
         assert np.array_equal(ref["infer.c_n"], ref["train.c_n"]), why
         for nt in (2, 3, 4, None):
             _assert_bitwise(ref, _everything(model, x, hx, up, nt),
-                            f"isa={isa} {np.dtype(dtype).name} T,B,I,H={T, B, I, H} "
+                            f"isa={isa} {split_policy} {np.dtype(dtype).name} T,B,I,H={T, B, I, H} "
                             f"batch_first={batch_first} num_threads={nt} ({why})")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_bitwise_identical_across_num_threads_no_bias_unbatched(dtype):
+def test_bitwise_identical_across_num_threads_no_bias_unbatched(split_policy, dtype):
     rng = np.random.default_rng(5)
     model = fastlstm.LSTM(3, 50, bias=False, dtype=dtype, seed=3)
     x = rng.standard_normal((7, 3)).astype(dtype)  # unbatched: B=1, unit split
@@ -115,7 +130,7 @@ def test_bitwise_identical_across_num_threads_no_bias_unbatched(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(6, 1, 7, 100), (5, 3, 4, 100), (4, 17, 3, 5)],
                          ids=["B1_H100", "B3_H100", "B17_H5"])
-def test_bitwise_identical_over_20_repeated_calls(dtype, shape):
+def test_bitwise_identical_over_20_repeated_calls(split_policy, dtype, shape):
     T, B, I, H = shape
     rng = np.random.default_rng(99)
     model = fastlstm.LSTM(I, H, dtype=dtype, seed=11)
@@ -133,10 +148,6 @@ def test_bitwise_identical_over_20_repeated_calls(dtype, shape):
 
 # ------------------------------------------------------------------------------------------------
 # The team size really used
-
-
-def _useful(B, H, dtype):
-    return max(B, -(-H // BLOCK[np.dtype(dtype)]), 1)
 
 
 def test_openmp_enabled():
@@ -165,8 +176,8 @@ def _team_after(fn):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("B,H", [(2, 5), (4, 20), (1, 100), (3, 100)])
 def test_team_size_two_and_one(dtype, B, H):
-    """num_threads=2 on a shape with at least 2 rows or unit blocks runs a team of 2; 1 runs 1."""
-    assert _useful(B, H, dtype) >= 2
+    """num_threads=2 on a shape with 2 rows, or enough weight per step for 2 unit shares, runs a
+    team of 2; 1 runs 1."""
     rng = np.random.default_rng(0)
     model = fastlstm.LSTM(3, H, dtype=dtype, seed=0)
     x, hx, up = _data(rng, 4, B, 3, H, dtype, False)
@@ -179,21 +190,48 @@ def test_team_size_two_and_one(dtype, B, H):
         assert _team_after(lambda: backprop(*up, num_threads=3 - nt)) == 3 - nt
 
 
+# The plan, by hand. Batch split when every thread gets >= 4 rows (a full register tile). Else
+# the unit split, on one thread per 32 KiB of weight the step streams (4*Hp*H*itemsize bytes once
+# per 4 rows), at most one per unit block, and on 1 thread below 128 KiB per step: a barrier per
+# step costs ~1-2 us, more than a small step saves by splitting (on a 16-core Xeon, B=1 H=64 ran
+# 0.11 ms on 1 thread and 0.15-0.16 ms on 2-16). Else the batch split on up to B threads, when
+# that is more threads.
+TEAMS = [  # (B, H, dtype, teams for num_threads = 1, 2, 3, 4, 64)
+    (1, 64, np.float32, (1, 1, 1, 1, 1)),  # 64 KiB per step: not worth a barrier
+    (1, 64, np.float64, (1, 2, 3, 4, 4)),  # 128 KiB per step: 4 shares of 32 KiB
+    (1, 100, np.float32, (1, 2, 3, 4, 5)),  # 4*112*100*4 = 175 KiB per step: 5 shares
+    (1, 100, np.float64, (1, 2, 3, 4, 10)),  # 4*104*100*8 = 325 KiB: 10 shares (13 blocks)
+    (1, 512, np.float32, (1, 2, 3, 4, 32)),  # 4 MiB per step: one thread per unit block
+    (3, 5, np.float32, (1, 2, 3, 3, 3)),  # tiny step: the batch split, one row each
+    (17, 5, np.float32, (1, 2, 3, 4, 17)),  # >= 4 rows each up to 4 threads; then 1 row each
+    (16, 256, np.float32, (1, 2, 3, 4, 16)),  # workload c: batch split to 4, then units
+    (8, 512, np.float32, (1, 2, 3, 4, 32)),  # 3 and 4 threads: < 4 rows each, unit split
+]
+
+
 @requires_openmp
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("B,H", [(1, 5), (3, 5), (2, 5), (1, 100), (17, 5), (1, 16), (1, 17)])
-def test_team_size_is_capped_by_useful_work(dtype, B, H):
-    """More threads than rows or unit blocks: only max(B, ceil(H/block)) start."""
+@pytest.mark.parametrize("B,H,dtype,teams", TEAMS,
+                         ids=[f"B{b}_H{h}_{np.dtype(d).name}" for b, h, d, _ in TEAMS])
+def test_team_size_follows_the_work(B, H, dtype, teams):
+    """Threads that start for num_threads = 1, 2, 3, 4, 64: never more than the work pays for,
+    so more threads than a shape can use never slow it down."""
     rng = np.random.default_rng(1)
     model = fastlstm.LSTM(2, H, dtype=dtype, seed=0)
     x, hx, up = _data(rng, 3, B, 2, H, dtype, False)
-    useful = _useful(B, H, dtype)
-    for nt in (1, 2, 3, 4, 64):
-        expected = min(nt, useful)
-        assert _team_after(lambda: model(x, hx, num_threads=nt)) == expected, (nt, useful)
+    for nt, expected in zip((1, 2, 3, 4, 64), teams):
+        assert _team_after(lambda: model(x, hx, num_threads=nt)) == expected, nt
         _, _, backprop = model.forward_train(x, hx, num_threads=nt)
-        assert fastlstm.openmp_info()["last_num_threads"] == expected
-        assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected
+        assert fastlstm.openmp_info()["last_num_threads"] == expected, nt
+        assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected, nt
+
+
+@requires_openmp
+def test_split_thresholds_at_zero_give_one_thread_per_unit_block(split_policy):
+    """What the every_split determinism runs rely on: B=1 H=64 (4 unit blocks) runs 4 threads."""
+    model = fastlstm.LSTM(2, 64, seed=0)
+    x = np.ones((3, 1, 2), np.float32)
+    team = _team_after(lambda: model(x, num_threads=64))
+    assert team == (4 if split_policy == "every_split" else 1)
 
 
 @requires_openmp
@@ -202,8 +240,7 @@ def test_num_threads_none_uses_max_threads(B, H):
     rng = np.random.default_rng(2)
     model = fastlstm.LSTM(2, H, seed=0)
     x, hx, up = _data(rng, 3, B, 2, H, np.float32, False)
-    info = fastlstm.openmp_info()
-    expected = min(info["max_threads"], _useful(B, H, np.float32))
+    expected = _team_after(lambda: model(x, hx, num_threads=fastlstm.openmp_info()["max_threads"]))
     assert _team_after(lambda: model(x, hx)) == expected
     _, _, backprop = model.forward_train(x, hx)
     assert fastlstm.openmp_info()["last_num_threads"] == expected
