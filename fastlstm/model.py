@@ -396,7 +396,8 @@ class LSTM:
         PyTorch's PackedSequence. Output rows past a length are 0; h_n, c_n are each sequence's
         state at its own last step (the initial state for length 0); the reverse direction starts
         at each sequence's last step; padding is never read. Each row equals its sequence run
-        alone, bitwise. num_threads=None uses OpenMP's setting.
+        alone, bitwise. num_threads=None uses OpenMP's setting; either way it is an upper bound:
+        a call starts only the threads its work pays for (``openmp_info()['last_num_threads']``).
         """
         if lengths is None and self._small is not None:
             out = self._small(x, hx, num_threads, self.batch_first)
