@@ -12,15 +12,16 @@ loop over the plain methods. `KernelDirection` instead lays its training buffers
 sequence (the segments' rows one after another) so the weight gradients are one pass over all
 valid rows, not one small pass per segment.
 
-`KernelDirection` runs fastlstm's kernels. `NumpyDirection` runs the NumPy reference; the model
-uses it for `proj_size`, which the kernels do not have yet (same results, NumPy's speed).
+`KernelDirection` runs fastlstm's kernels, with or without a projection (`proj_size`: the
+recurrent state and the output are then r = W_hr h, P wide; a ragged batch then runs segment by
+segment with the plain methods).
 """
 import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _kernels, _workspace, reference
+from . import _kernels, _workspace
 from ._packing import PANEL, pack, round_up
 
 # The input projection runs over a chunk of steps at a time, at most this many gate values
@@ -47,11 +48,12 @@ def _flat(a):
 
 
 def _unpad(blocks, rows, cols):
-    """(4, Hp, Kp) padded gate blocks -> (4*rows, cols), a result array."""
+    """(n, Rp, Cp) padded blocks (n = 4 gates, or 1) -> (n*rows, cols), a result array."""
+    n = blocks.shape[0]
     if blocks.shape[1:] == (rows, cols):
-        return blocks.reshape(4 * rows, cols)
-    out = _workspace.output((4 * rows, cols), blocks.dtype)
-    out.reshape(4, rows, cols)[...] = blocks[:, :rows, :cols]
+        return blocks.reshape(n * rows, cols)
+    out = _workspace.output((n * rows, cols), blocks.dtype)
+    out.reshape(n, rows, cols)[...] = blocks[:, :rows, :cols]
     return out
 
 
@@ -99,21 +101,32 @@ class KernelDirection(_Direction):
     def __init__(self, params, dtype):
         self.dtype = np.dtype(dtype)
         self.packed = pack(params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
-                           params.get("bias_hh"), self.dtype)
+                           params.get("bias_hh"), self.dtype, params.get("weight_hr"))
         self.hidden_size = self.packed.hidden_size
         p = self.packed
+        self.proj_size = p.proj_size
+        self.out_size = p.proj_size or p.hidden_size  # h's width (and the output's)
         # the whole inference call in C, for small calls of a one-layer, one-direction model
-        self.small = _kernels.SmallForward(p.input_size, p.hidden_size, p.w_ih, p.w_hh, p.bias,
-                                           _last_call)
+        self.small = None if p.proj_size else _kernels.SmallForward(
+            p.input_size, p.hidden_size, p.w_ih, p.w_hh, p.bias, _last_call)
 
     def _states(self, slots, B, first):
-        """`slots` x B x Hp scratch, slot 0 = `first` with zero padding; the kernels write
-        every other slot whole."""
-        Hp = round_up(self.hidden_size, PANEL[self.dtype])
-        state = _workspace.take((slots, B, Hp), self.dtype)
+        """`slots` x B x (first's width, padded) scratch, slot 0 = `first` with zero padding; the
+        kernels write every other slot whole."""
+        width = round_up(first.shape[1], PANEL[self.dtype])
+        state = _workspace.take((slots, B, width), self.dtype)
         state[0, :, :first.shape[1]] = first
         state[0, :, first.shape[1]:] = 0
         return state
+
+    def _projection(self, steps, B):
+        """(keyword arguments of _kernels.forward for the projection, h_full or None)."""
+        p = self.packed
+        if not p.proj_size:
+            return {}, None
+        Hp = round_up(self.hidden_size, PANEL[self.dtype])
+        h_full = _workspace.take((steps, B, Hp), self.dtype)
+        return dict(P=p.proj_size, w_hr=p.w_hr.reshape(-1), h_full=h_full.reshape(-1)), h_full
 
     def run(self, x, h0, c0, y, num_threads):
         T, B, K = x.shape
@@ -122,13 +135,15 @@ class KernelDirection(_Direction):
         h_state, c_state = self._states(2, B, h0), self._states(1, B, c0)
         chunk = _chunk(T, B, Hp)
         gates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
+        proj, h_full = self._projection(1, B)
         xf, xs_t, xs_b = _flat(x)
         yf, ys_t, ys_b = _flat(y)
         _last_call.num_threads = _kernels.forward(
             xf, xs_t, xs_b, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1), p.bias, gates,
-            chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b, num_threads)
-        h_n, c_n = h_state[T % 2, :, :H].copy(), c_state[0, :, :H].copy()
-        _workspace.give(gates, h_state, c_state)
+            chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b, num_threads,
+            **proj)
+        h_n, c_n = h_state[T % 2, :, :self.out_size].copy(), c_state[0, :, :H].copy()
+        _workspace.give(gates, h_state, c_state, *([] if h_full is None else [h_full]))
         return h_n, c_n
 
     def run_train(self, x, h0, c0, y, num_threads):
@@ -143,34 +158,61 @@ class KernelDirection(_Direction):
         gates = _workspace.take((T, B, 4 * Hp), self.dtype)
         h_state, c_state = self._states(T + 1, B, h0), self._states(T + 1, B, c0)
         tc_state = _workspace.take((T, B, Hp), self.dtype)
+        proj, h_full = self._projection(T, B)
         yf, ys_t, ys_b = _flat(y)
         _last_call.num_threads = _kernels.forward(
             xpad.reshape(-1), B * Kp, Kp, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
             p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
-            tc_state.reshape(-1), yf, ys_t, ys_b, num_threads)
-        h_n, c_n = h_state[T, :, :H].copy(), c_state[T, :, :H].copy()
-        return h_n, c_n, (p, T, B, K, (gates, h_state, c_state, tc_state, xpad))
+            tc_state.reshape(-1), yf, ys_t, ys_b, num_threads, **proj)
+        h_n, c_n = h_state[T, :, :self.out_size].copy(), c_state[T, :, :H].copy()
+        buffers = (gates, h_state, c_state, tc_state, xpad) + (() if h_full is None else (h_full,))
+        return h_n, c_n, (p, T, B, K, buffers)
 
     def back(self, tape, dy, dh_n, dc_n, num_threads):
-        p, T, B, K, (gates, h_state, c_state, tc_state, xpad) = tape
-        H = p.hidden_size
+        p, T, B, K, buffers = tape
+        gates, h_state, c_state, tc_state, xpad = buffers[:5]
+        H, P = p.hidden_size, p.proj_size
         NR = PANEL[self.dtype]
         Hp, Kp = round_up(H, NR), round_up(K, NR)
-        dh, dc = self._carry(dh_n, Hp), self._carry(dc_n, Hp)
+        dh, dc = self._carry(dh_n, round_up(self.out_size, NR)), self._carry(dc_n, Hp)
         chunk = _chunk(T, B, Hp)
         dgates = _workspace.take(chunk * B * 4 * Hp, self.dtype)
         dx = _workspace.output((T, B, Kp), self.dtype)
         sums = self._sums(p)
+        proj, scratch = {}, ()
+        if P:
+            scratch = (_workspace.take((T, B, round_up(P, NR)), self.dtype),
+                       _workspace.take((B, Hp), self.dtype))
+            proj = dict(P=P, w_hr_t=p.w_hr_t.reshape(-1), h_full=buffers[5].reshape(-1),
+                        dr_steps=scratch[0].reshape(-1), dh_full=scratch[1].reshape(-1),
+                        dw_hr=sums[4].reshape(-1))
         dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)
         _last_call.num_threads = _kernels.backward(
             T, B, K, H, gates.reshape(-1), c_state.reshape(-1), tc_state.reshape(-1),
             h_state.reshape(-1), xpad.reshape(-1), p.w_ih_t.reshape(-1), p.w_hh_t.reshape(-1),
             dyf, dys_t, dys_b, dh.reshape(-1), dc.reshape(-1), dgates, chunk, dx.reshape(-1),
-            *(None if a is None else a.reshape(-1) for a in sums[1:]), num_threads)
-        _workspace.give(dgates)
-        return dx[:, :, :K], dh[:, :H], dc[:, :H], self._gradients(sums)
+            *(None if a is None else a.reshape(-1) for a in sums[1:4]), num_threads, **proj)
+        _workspace.give(dgates, *scratch)
+        return dx[:, :, :K], dh[:, :self.out_size], dc[:, :H], self._gradients(sums)
 
     def run_train_ragged(self, x, h0, c0, y, segs, num_threads):
+        if self.proj_size:  # segment by segment (the packed layout below has no projection)
+            return _Direction.run_train_ragged(self, x, h0, c0, y, segs, num_threads)
+        return self._run_train_packed(x, h0, c0, y, segs, num_threads)
+
+    def back_ragged(self, tape, dy, dh_n, dc_n, num_threads):
+        if self.proj_size:
+            return _Direction.back_ragged(self, tape, dy, dh_n, dc_n, num_threads)
+        return self._back_packed(tape, dy, dh_n, dc_n, num_threads)
+
+    @staticmethod
+    def buffers(tape):
+        """The workspace buffers a tape holds: a plain or packed tape's, or every segment's."""
+        if len(tape) == 4:  # _Direction.run_train_ragged's (segs, shape, tapes, ())
+            return tuple(b for t in tape[2] for b in t[-1])
+        return tape[-1]
+
+    def _run_train_packed(self, x, h0, c0, y, segs, num_threads):
         """Segment k's buffers start at row offs[k] of shared ones: the steps' rows follow each
         other as in a packed sequence, and segment k+1's initial state (a prefix of segment k's
         last state slot) is already in place when segment k ends."""
@@ -204,7 +246,7 @@ class KernelDirection(_Direction):
         buffers = (xpad, gates, tc_state, h_state, c_state)
         return h, c, (p, segs, offs, x.shape, buffers)
 
-    def back_ragged(self, tape, dy, dh_n, dc_n, num_threads):
+    def _back_packed(self, tape, dy, dh_n, dc_n, num_threads):
         """BPTT segment by segment, last first, keeping every step's gate gradients; then the
         weight gradients and dx in one pass over all the packed rows."""
         p, segs, offs, (T, B, K), (xpad, gates, tc_state, h_state, c_state) = tape
@@ -229,7 +271,7 @@ class KernelDirection(_Direction):
         _kernels.weight_gradients_packed(
             R, K, H, dgates.reshape(-1), xpad.reshape(-1), h_state[:R].reshape(-1),
             p.w_ih_t.reshape(-1), dx_rows.reshape(-1),
-            *(None if a is None else a.reshape(-1) for a in sums[1:]), num_threads)
+            *(None if a is None else a.reshape(-1) for a in sums[1:4]), num_threads)
         _workspace.give(dgates)
         dx = np.zeros((T, B, K), self.dtype)
         for (t0, t1, n), o in zip(segs, offs):
@@ -243,69 +285,36 @@ class KernelDirection(_Direction):
         return out
 
     def _sums(self, p):
-        """Weight-gradient outputs: PyTorch's gate blocks, padded, and the interleaved db."""
+        """Weight-gradient outputs: PyTorch's gate blocks, padded, the interleaved db, and
+        dW_hr (Pp, Hp) with a projection."""
         NR = PANEL[self.dtype]
         Hp, Kp = round_up(p.hidden_size, NR), round_up(p.input_size, NR)
+        Op = round_up(self.out_size, NR)
         return (p, _workspace.output((4, Hp, Kp), self.dtype),
-                _workspace.output((4, Hp, Hp), self.dtype),
-                np.empty(4 * Hp, self.dtype) if p.bias is not None else None)
+                _workspace.output((4, Hp, Op), self.dtype),
+                np.empty(4 * Hp, self.dtype) if p.bias is not None else None,
+                _workspace.output((Op, Hp), self.dtype) if p.proj_size else None)
 
     def _gradients(self, sums):
         """The parameter gradients by name, without the layer suffix."""
-        p, dw_ih, dw_hh, db = sums
+        p, dw_ih, dw_hh, db, dw_hr = sums
         H, K = p.hidden_size, p.input_size
-        grads = {"weight_ih": _unpad(dw_ih, H, K), "weight_hh": _unpad(dw_hh, H, H)}
+        grads = {"weight_ih": _unpad(dw_ih, H, K), "weight_hh": _unpad(dw_hh, H, self.out_size)}
         if db is not None:
             grads["bias_ih"] = db[p.to_torch_rows]
             grads["bias_hh"] = db[p.to_torch_rows]  # the same values, a separate array
+        if dw_hr is not None:
+            grads["weight_hr"] = _unpad(dw_hr[None], p.proj_size, H)
         return grads
 
     def zero_grads(self):
         """Parameter gradients of a run of no step (T == 0 or an empty batch)."""
         p, H = self.packed, self.hidden_size
         out = {"weight_ih": np.zeros((4 * H, p.input_size), self.dtype),
-               "weight_hh": np.zeros((4 * H, H), self.dtype)}
+               "weight_hh": np.zeros((4 * H, self.out_size), self.dtype)}
         if p.bias is not None:
             out["bias_ih"] = np.zeros(4 * H, self.dtype)
             out["bias_hh"] = np.zeros(4 * H, self.dtype)
+        if p.proj_size:
+            out["weight_hr"] = np.zeros((p.proj_size, H), self.dtype)
         return out
-
-
-class NumpyDirection(_Direction):
-    """One direction run by `fastlstm.reference` (for what the kernels lack: projections),
-    row by row, so that results keep the kernels' bitwise contract (rows alone or in a batch,
-    steps in one call or several)."""
-
-    def __init__(self, params, dtype):
-        self.dtype = np.dtype(dtype)
-        self.params = {k: np.array(v, self.dtype) for k, v in params.items()}
-        self.hidden_size = self.params["weight_ih"].shape[0] // 4
-
-    def _args(self):
-        p = self.params
-        return (p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"))
-
-    def run(self, x, h0, c0, y, num_threads):
-        out, h_n, c_n = reference.forward(np.ascontiguousarray(x), *self._args(), h0, c0,
-                                          weight_hr=self.params.get("weight_hr"), rowwise=True)
-        y[...] = out
-        return h_n, c_n
-
-    def run_train(self, x, h0, c0, y, num_threads):
-        # the tape keeps x: a copy, which nobody else can change
-        out, h_n, c_n, cache = reference.forward_train(
-            np.array(x), *self._args(), h0, c0, weight_hr=self.params.get("weight_hr"),
-            rowwise=True)
-        y[...] = out
-        return h_n, c_n, cache
-
-    def zero_grads(self):
-        return {k: np.zeros_like(v) for k, v in self.params.items()}
-
-    @staticmethod
-    def buffers(tape):
-        return () if isinstance(tape, dict) else tape[-1]  # a reference cache holds none
-
-    def back(self, tape, dy, dh_n, dc_n, num_threads):
-        grads = reference.backward(tape, dy, dh_n, dc_n)
-        return grads.pop("x"), grads.pop("h0"), grads.pop("c0"), grads

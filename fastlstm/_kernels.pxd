@@ -14,6 +14,7 @@ cdef int lstm_forward(
     floating *gates, Py_ssize_t chunk,
     floating *h_state, floating *c_state, floating *tc_state,
     floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+    Py_ssize_t P, const floating *w_hr, floating *h_full,
     int num_threads) noexcept nogil
 
 cdef int lstm_backward(
@@ -24,6 +25,8 @@ cdef int lstm_backward(
     const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
     floating *dh, floating *dc, floating *dgates, Py_ssize_t chunk,
     floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
+    Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
+    floating *dh_full, floating *dw_hr,
     int num_threads) noexcept nogil
 
 

@@ -36,11 +36,14 @@ class Packed:
     input_size: int
     hidden_size: int
     w_ih: np.ndarray  # forward, (Hp/NR, I, 4*NR): W_ih^T, one slab per unit block
-    w_hh: np.ndarray  # forward, (Hp/NR, H, 4*NR): W_hh^T, one slab per unit block
+    w_hh: np.ndarray  # forward, (Hp/NR, K, 4*NR): W_hh^T, one slab per unit block (K = H or P)
     bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
     w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): W_ih, rows interleaved, by column panels
-    w_hh_t: np.ndarray  # backward, (Hp/NR, 4Hp, NR): W_hh, rows interleaved, by column panels
+    w_hh_t: np.ndarray  # backward, (Kp/NR, 4Hp, NR): W_hh, rows interleaved, by column panels
     to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
+    proj_size: int = 0  # P; 0: no projection, and the two below are None
+    w_hr: Optional[np.ndarray] = None  # forward, (Pp/NR, H, NR): W_hr^T by output panels
+    w_hr_t: Optional[np.ndarray] = None  # backward, (Hp/NR, P, NR): W_hr by column panels
 
 
 def _aligned_empty(shape, dtype, align=64):
@@ -61,8 +64,9 @@ def _slabs(rows, K, width):
     return out
 
 
-def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
-    """Pack one layer's PyTorch-layout parameters (bias_* may be None) into `dtype`."""
+def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype, weight_hr=None):
+    """Pack one layer's PyTorch-layout parameters (bias_* and weight_hr may be None) into
+    `dtype`. With weight_hr (P, H), weight_hh is (4H, P): the recurrence reads projected states."""
     dtype = np.dtype(dtype)
     panel = PANEL[dtype]
     four_h, input_size = weight_ih.shape
@@ -71,6 +75,8 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
     real = rows >= 0
     Ip = round_up(input_size, panel)
     Hp = round_up(hidden_size, panel)
+    K = weight_hh.shape[1]  # the recurrent input: hidden_size, or proj_size
+    Kp = round_up(K, panel)
 
     def interleave_rows(w, width):
         """(4H, K) in blocks i, f, g, o -> (4Hp, width): per unit block, its i, f, g, o rows."""
@@ -80,7 +86,7 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
         return np.ascontiguousarray(blocks).reshape(4 * Hp, width)
 
     wih_rows = interleave_rows(weight_ih, Ip)  # (4Hp, Ip)
-    whh_rows = interleave_rows(weight_hh, Hp)  # (4Hp, Hp)
+    whh_rows = interleave_rows(weight_hh, Kp)  # (4Hp, Kp)
     bias = None
     if bias_ih is not None:
         summed = np.asarray(bias_ih, dtype) + np.asarray(bias_hh, dtype)
@@ -88,13 +94,20 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype):
         bias[real] = summed[rows[real]]
     to_torch = np.empty(four_h, np.intp)
     to_torch[rows[real]] = np.nonzero(real)[0]
+    proj = {}
+    if weight_hr is not None:
+        hr = np.zeros((Kp, Hp), dtype)  # W_hr (P, H), padded
+        hr[:K, :hidden_size] = weight_hr
+        proj = dict(proj_size=K, w_hr=_slabs(hr, hidden_size, panel),
+                    w_hr_t=_slabs(np.ascontiguousarray(hr.T), K, panel))
     return Packed(
         input_size=input_size,
         hidden_size=hidden_size,
         w_ih=_slabs(wih_rows, input_size, 4 * panel),
-        w_hh=_slabs(whh_rows, hidden_size, 4 * panel),
+        w_hh=_slabs(whh_rows, K, 4 * panel),
         bias=bias,
         w_ih_t=_slabs(np.ascontiguousarray(wih_rows.T), 4 * Hp, panel),
         w_hh_t=_slabs(np.ascontiguousarray(whh_rows.T), 4 * Hp, panel),
         to_torch_rows=to_torch,
+        **proj,
     )

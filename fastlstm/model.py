@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 
 from . import _stack, _workspace
-from ._direction import KernelDirection, NumpyDirection, last_num_threads
+from ._direction import KernelDirection, last_num_threads
 from ._packing import PANEL, round_up
 from ._validate import (as_float_array, check_input, check_lengths, check_num_threads, check_parameter,
                         check_size, check_state, check_upstream, to_numpy)
@@ -176,13 +176,12 @@ class LSTM:
             params[name] = value
         layers = [list(directions) for directions in self._layers]
         touched = {self._split_name(name)[1:] for name in arrays}
-        runner = NumpyDirection if self.proj_size else KernelDirection
         for k, d in sorted(touched):
             suffix = f"_l{k}" + ("_reverse" if d else "")
             local = {base: params[base + suffix] for base in
                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
                      if base + suffix in params}
-            layers[k][d] = runner(local, self.dtype)
+            layers[k][d] = KernelDirection(local, self.dtype)
         small = layers[0][0].small if len(layers) == 1 and len(layers[0]) == 1 and \
             not self.proj_size else None
         # swapped together, after all checks

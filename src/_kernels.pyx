@@ -223,22 +223,40 @@ cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
 
 
 cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0,
-                         Py_ssize_t u1, Py_ssize_t H, Py_ssize_t Hp, const floating *w_hh,
-                         floating *g, const floating *h_prev, floating *h_next,
-                         const floating *c_prev, floating *c_next, floating *tc, floating *y,
-                         Py_ssize_t ys_b) noexcept nogil:
+                         Py_ssize_t u1, Py_ssize_t H, Py_ssize_t Hp, Py_ssize_t Kr,
+                         const floating *w_hh, floating *g, const floating *h_prev,
+                         floating *h_next, const floating *c_prev, floating *c_next, floating *tc,
+                         floating *y, Py_ssize_t ys_b) noexcept nogil:
     """One time step for rows [b0, b1) and unit blocks [u0, u1): gates += h_prev @ W_hh^T, then
-    the fused cell; h goes to h_next and to the user's output rows y."""
-    cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, b, j, j1
-    gemm(ops, b1 - b0, 4 * (u1 - u0), H, h_prev + b0 * Hp, Hp, 1, w_hh + 4 * u0 * H * NR,
-         4 * NR, 4, 4 * H * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
+    the fused cell; h goes to h_next and, unless y is NULL, to the user's output rows y. h_prev
+    rows hold Kr values (H, or proj_size with a projection), padded to a panel."""
+    cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, Krp = ((Kr + NR - 1) // NR) * NR, b, j, j1
+    gemm(ops, b1 - b0, 4 * (u1 - u0), Kr, h_prev + b0 * Krp, Krp, 1, w_hh + 4 * u0 * Kr * NR,
+         4 * NR, 4, 4 * Kr * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
     j1 = u1 * NR if u1 * NR < H else H
     for b in range(b0, b1):
         gates_fwd(ops, u1 - u0, g + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
                   c_next + b * Hp + u0 * NR, h_next + b * Hp + u0 * NR,
                   tc + b * Hp + u0 * NR if tc != NULL else <floating *>NULL)
-        for j in range(u0 * NR, j1):
-            y[b * ys_b + j] = h_next[b * Hp + j]
+        if y != NULL:
+            for j in range(u0 * NR, j1):
+                y[b * ys_b + j] = h_next[b * Hp + j]
+
+
+cdef void project_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t p0,
+                       Py_ssize_t p1, Py_ssize_t H, Py_ssize_t P, const floating *w_hr,
+                       const floating *h, floating *r, floating *y,
+                       Py_ssize_t ys_b) noexcept nogil:
+    """The projection of one step for rows [b0, b1) and output panels [p0, p1): r = h @ W_hr^T
+    (the recurrent state and the output), copied to the user's output rows y."""
+    cdef Py_ssize_t NR = panel(r), Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR, b, j, j1
+    gemm(ops, b1 - b0, p1 - p0, H, h + b0 * Hp, Hp, 1, w_hr + p0 * H * NR, NR, 1, H * NR,
+         r + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
+    j1 = p1 * NR if p1 * NR < P else P
+    for b in range(b0, b1):
+        for j in range(p0 * NR, j1):
+            y[b * ys_b + j] = r[b * Pp + j]
 
 
 cdef int lstm_forward(
@@ -248,8 +266,14 @@ cdef int lstm_forward(
         floating *gates, Py_ssize_t chunk,
         floating *h_state, floating *c_state, floating *tc_state,
         floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+        Py_ssize_t P, const floating *w_hr, floating *h_full,
         int num_threads) noexcept nogil:
     """LSTM forward over T steps; returns the number of threads that ran.
+
+    With a projection (P > 0), h_state holds r = h @ W_hr^T (B x Pp per slot: the recurrent
+    state and the output) and the cell's h goes to h_full (B x Hp; one slot per step when
+    training, for the weight gradient of W_hr). Unit split: a second barrier per step, between
+    the cell (by unit blocks) and the projection (by output panels).
 
     x[t, b, :] is at x + t*xs_t + b*xs_b (rows of I); y[t, b, :] likewise with ys_t, ys_b (rows of
     H). gates holds `chunk` steps (all T when training). tc_state is NULL for inference, which
@@ -260,15 +284,19 @@ cdef int lstm_forward(
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(gates), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
+    cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * (((Kr + NR - 1) // NR) * NR)
+    cdef Py_ssize_t npblk = (P + NR - 1) // NR
     cdef bint train = tc_state != NULL
     cdef bint by_batch
     cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef int tid
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
-    cdef Py_ssize_t t0, tn, t, lo, hi, hs, hd, cs, cd
+    cdef Py_ssize_t t0, tn, t, lo, hi, plo, phi, hs, hd, cs, cd
     cdef floating *tc = NULL
+    cdef floating *hcell = NULL
+    cdef floating *ycell = NULL
     cdef unsigned int fpmode
-    tid = 0; t0 = tn = t = lo = hi = hs = hd = cs = cd = 0
+    tid = 0; t0 = tn = t = lo = hi = plo = phi = hs = hd = cs = cd = 0
     fpmode = 0
     ran[0] = 1
     if T == 0 or B == 0:
@@ -280,6 +308,8 @@ cdef int lstm_forward(
             ran[0] = omp_get_num_threads()
         lo = share(B if by_batch else nblk, tid, omp_get_num_threads())
         hi = share(B if by_batch else nblk, tid + 1, omp_get_num_threads())
+        plo = share(npblk, tid, omp_get_num_threads())
+        phi = share(npblk, tid + 1, omp_get_num_threads())
         t0 = 0
         while t0 < T:
             tn = T - t0 if T - t0 < chunk else chunk
@@ -294,15 +324,27 @@ cdef int lstm_forward(
                 tc = NULL
                 if train:
                     tc = tc_state + t * S
+                hcell = h_state + hd * Sr  # where the cell writes h
+                ycell = y + t * ys_t
+                if P > 0:
+                    hcell = h_full + (t * S if train else 0)
+                    ycell = NULL
                 if by_batch:
-                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, w_hh, gates + (t - t0) * B * G4,
-                                   h_state + hs * S, h_state + hd * S, c_state + cs * S,
-                                   c_state + cd * S, tc, y + t * ys_t, ys_b)
+                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, Kr, w_hh,
+                                   gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
+                                   c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
+                    if P > 0:
+                        project_step(ops, lo, hi, 0, npblk, H, P, w_hr, hcell,
+                                     h_state + hd * Sr, y + t * ys_t, ys_b)
                 else:
-                    recurrent_step(ops, 0, B, lo, hi, H, Hp, w_hh, gates + (t - t0) * B * G4,
-                                   h_state + hs * S, h_state + hd * S, c_state + cs * S,
-                                   c_state + cd * S, tc, y + t * ys_t, ys_b)
-                    fl_barrier()  # h_t is complete before anyone reads it
+                    recurrent_step(ops, 0, B, lo, hi, H, Hp, Kr, w_hh,
+                                   gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
+                                   c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
+                    if P > 0:
+                        fl_barrier()  # the cell's h_t is complete before the projection
+                        project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell,
+                                     h_state + hd * Sr, y + t * ys_t, ys_b)
+                    fl_barrier()  # h_t (r_t) is complete before anyone reads it
             fl_barrier()  # the next chunk overwrites gates
             t0 = t0 + tn
         fl_restore_fpmode(fpmode)
@@ -330,7 +372,7 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
 
 
 cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
-                           Py_ssize_t R, bint first, Py_ssize_t I, Py_ssize_t H,
+                           Py_ssize_t R, bint first, Py_ssize_t I, Py_ssize_t H, Py_ssize_t Kr,
                            const floating *dgates, const floating *xpad,
                            const floating *h_state, const floating *w_ih_t, floating *dx,
                            floating *dw_ih, floating *dw_hh, floating *db,
@@ -338,8 +380,10 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     """This thread's share of what R rows (t, b) of gate gradients, global rows [row0, row0+R),
     give: their rows of dx, and their terms of dW_ih, dW_hh and db, added to the sums so far
     (started when `first`). Each output tile belongs to one thread and takes the rows in one
-    fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values."""
+    fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values.
+    h_state rows hold Kr values (H, or proj_size), padded to a panel, as do dW_hh's rows."""
     cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Krp = ((Kr + NR - 1) // NR) * NR
     cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
     cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q
     cdef const floating *src
@@ -377,8 +421,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                     kb = ke
             gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
                  dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
-            gemm(ops, m, nblk, kc, rows, kc, 1, h_state + (row0 + k0) * Hp, Hp, 1, NR,
-                 dw_hh + (g * Hp + j0) * Hp, Hp, not first or k0 > 0, <floating *>NULL)
+            gemm(ops, m, Krp // NR, kc, rows, kc, 1, h_state + (row0 + k0) * Krp, Krp, 1, NR,
+                 dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0, <floating *>NULL)
             k0 = k0 + kc
             if k0 >= R:
                 break
@@ -386,6 +430,37 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         lo = share(4 * nblk, tid, nthr)
         hi = share(4 * nblk, tid + 1, nthr)
         colsum(ops, R, hi - lo, dgates + lo * NR, G4, db + lo * NR, not first)
+
+
+cdef void projection_gradient(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t R,
+                              Py_ssize_t H, Py_ssize_t P, const floating *dr,
+                              const floating *h_full, floating *dw_hr,
+                              floating *rows) noexcept nogil:
+    """This thread's share of dW_hr = dr^T @ h over R rows (t, b): the gradients of the projected
+    states (R x Pp) and the cell's h (R x Hp). Work items are blocks of output rows by blocks of
+    columns, each summing the rows in one fixed order. `rows`: BIG_BLOCK * FL_KC values."""
+    cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t nrb = (Pp + BIG_BLOCK - 1) // BIG_BLOCK, ncb = (Hp + BIG_BLOCK - 1) // BIG_BLOCK
+    cdef Py_ssize_t w, lo, hi, j0, m, c0, nc, k0, kc, q, k
+    lo = share(nrb * ncb, tid, nthr)
+    hi = share(nrb * ncb, tid + 1, nthr)
+    for w in range(lo, hi):
+        j0 = (w // ncb) * BIG_BLOCK  # first row of dW_hr (output feature)
+        m = Pp - j0 if Pp - j0 < BIG_BLOCK else BIG_BLOCK
+        c0 = (w % ncb) * BIG_BLOCK  # first column (hidden unit)
+        nc = Hp - c0 if Hp - c0 < BIG_BLOCK else BIG_BLOCK
+        k0 = 0
+        while True:  # one K block at a time; R == 0 writes zeros
+            kc = R - k0 if R - k0 < FL_KC else FL_KC
+            for q in range(m):  # the block's columns of dr as contiguous rows
+                for k in range(kc):
+                    rows[q * kc + k] = dr[(k0 + k) * Pp + j0 + q]
+            gemm(ops, m, nc // NR, kc, rows, kc, 1, h_full + k0 * Hp + c0, Hp, 1, NR,
+                 dw_hr + j0 * Hp + c0, Hp, k0 > 0, <floating *>NULL)
+            k0 = k0 + kc
+            if k0 >= R:
+                break
 
 
 cdef int lstm_backward(
@@ -397,8 +472,16 @@ cdef int lstm_backward(
         floating *dh, floating *dc,
         floating *dgates, Py_ssize_t chunk,
         floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
+        Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
+        floating *dh_full, floating *dw_hr,
         int num_threads) noexcept nogil:
     """Backpropagation through time over the buffers a training forward filled.
+
+    With a projection (P > 0): h_state holds the projected states r (Pp wide), dh (B x Pp)
+    carries the gradient of r, dy is P wide, dh_full (B x Hp) is scratch for the cell's dh =
+    dr @ W_hr, dr_steps (T*B x Pp) keeps every step's dr, and dw_hr (Pp x Hp) receives dW_hr =
+    sum dr^T h_full once all steps ran. The unit split then meets twice per step: before dh
+    (all of dr is in) and before dr = dgates @ W_hh (all gate gradients are in).
 
     dh and dc (B x Hp) hold the gradients of h_n and c_n on entry and those of h0 and c0 on exit.
     dy (NULL when absent) is the gradient of the output, laid out like y. Steps run backwards in
@@ -414,16 +497,18 @@ cdef int lstm_backward(
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
+    cdef Py_ssize_t Kr = P if P > 0 else H, Pp = ((P + NR - 1) // NR) * NR, npblk = Pp // NR
     cdef bint by_batch
     cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
-    cdef Py_ssize_t t, t0, t1, lo, hi
+    cdef Py_ssize_t t, t0, t1, lo, hi, plo, phi, b, b0, b1, j, j0, j1
     cdef const floating *dy_t = NULL
     cdef floating *dg_t = NULL
+    cdef floating *dr_t = NULL
     cdef unsigned int fpmode
-    tid = n = 0; t = t0 = t1 = lo = hi = 0
+    tid = n = 0; t = t0 = t1 = lo = hi = plo = phi = b = b0 = b1 = j = j0 = j1 = 0
     fpmode = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
@@ -434,6 +519,8 @@ cdef int lstm_backward(
             ran[0] = n
         lo = share(B if by_batch else nblk, tid, n)
         hi = share(B if by_batch else nblk, tid + 1, n)
+        plo = share(npblk, tid, n)
+        phi = share(npblk, tid + 1, n)
         t1 = T
         while t1 > 0:  # chunks of steps, last first; dgates holds one chunk
             t0 = t1 - chunk if t1 > chunk else 0
@@ -443,7 +530,36 @@ cdef int lstm_backward(
                 if dy != NULL:
                     dy_t = dy + t * dys_t
                 dg_t = dgates + (t - t0) * B * G4
-                if by_batch:
+                if P > 0:
+                    # dr += dy over this thread's rows (batch split) or output panels (units);
+                    # kept for dW_hr
+                    dr_t = dr_steps + t * B * Pp
+                    b0 = lo if by_batch else 0
+                    b1 = hi if by_batch else B
+                    j0 = 0 if by_batch else plo * NR
+                    j1 = Pp if by_batch else phi * NR
+                    for b in range(b0, b1):
+                        if dy_t != NULL:
+                            for j in range(j0, j1 if j1 < P else P):
+                                dh[b * Pp + j] += dy_t[b * dys_b + j]
+                        for j in range(j0, j1):
+                            dr_t[b * Pp + j] = dh[b * Pp + j]
+                    if not by_batch:
+                        fl_barrier()  # all of dr_t is in
+                    # the cell's dh = dr @ W_hr, then its gate gradients, then dr = dgates @ W_hh
+                    gemm(ops, b1 - b0, hi - lo if not by_batch else nblk, P, dh + b0 * Pp, Pp, 1,
+                         w_hr_t + (0 if by_batch else lo * P * NR), NR, 1, P * NR,
+                         dh_full + b0 * Hp + (0 if by_batch else lo * NR), Hp, 0,
+                         <floating *>NULL)
+                    backward_step(ops, b0, b1, 0 if by_batch else lo, nblk if by_batch else hi,
+                                  H, Hp, gates + t * B * G4, c_state + t * S, tc_state + t * S,
+                                  <floating *>NULL, 0, dh_full, dc, dg_t)
+                    if not by_batch:
+                        fl_barrier()  # all gate gradients of step t are in
+                    gemm(ops, b1 - b0, npblk if by_batch else phi - plo, G4, dg_t + b0 * G4, G4,
+                         1, w_hh_t + (0 if by_batch else plo * G4 * NR), NR, 1, G4 * NR,
+                         dh + b0 * Pp + (0 if by_batch else plo * NR), Pp, 0, <floating *>NULL)
+                elif by_batch:
                     backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4,
                                   c_state + t * S, tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
                     # dh = dgates_t @ W_hh for this thread's rows
@@ -458,14 +574,18 @@ cdef int lstm_backward(
                 t = t - 1
             if not defer:
                 fl_barrier()
-                weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, dgates,
+                weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates,
                                  xpad, h_state, w_ih_t, dx, dw_ih, dw_hh, db,
                                  scratch + tid * BIG_BLOCK * FL_KC)
-                fl_barrier()  # the next chunk overwrites dgates
+                fl_barrier()  # the next chunk overwrites dgates (and scratch)
             t1 = t0
         if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
-            weight_gradients(ops, tid, n, 0, 0, True, I, H, dgates, xpad, h_state, w_ih_t, dx,
-                             dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+            weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t,
+                             dx, dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+        if P > 0:
+            fl_barrier()  # every step's dr is in
+            projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr,
+                                scratch + tid * BIG_BLOCK * FL_KC)
         fl_restore_fpmode(fpmode)
     return ran[0]
 
@@ -502,7 +622,7 @@ cdef int lstm_weight_gradients(
         n = omp_get_num_threads()
         if tid == 0:
             ran[0] = n
-        weight_gradients(ops, tid, n, 0, R, True, I, H, dgates, xpad, h_prev, w_ih_t, dx,
+        weight_gradients(ops, tid, n, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx,
                          dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
         fl_restore_fpmode(fpmode)
     return ran[0]
@@ -531,32 +651,40 @@ def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
             const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] bias,
             floating[::1] gates, Py_ssize_t chunk,
             floating[::1] h_state, floating[::1] c_state, floating[::1] tc_state,
-            floating[::1] y, Py_ssize_t ys_t, Py_ssize_t ys_b, int num_threads=0):
-    """Run lstm_forward on 1-D views of prepared buffers; returns the team size."""
+            floating[::1] y, Py_ssize_t ys_t, Py_ssize_t ys_b, int num_threads=0,
+            Py_ssize_t P=0, const floating[::1] w_hr=None, floating[::1] h_full=None):
+    """Run lstm_forward on 1-D views of prepared buffers; returns the team size. P > 0: with
+    the projection w_hr (packed (Pp/NR, H, NR)); h_state then holds Pp-wide states."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
-    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t Kr = P if P > 0 else H, Krp = Pp if P > 0 else Hp
     cdef bint train = tc_state is not None
     cdef int ran
     if chunk < 1:
         raise ValueError("internal: chunk must be >= 1")
+    if P > 0 and (w_hr is None or h_full is None):
+        raise ValueError("internal: a projection needs w_hr and h_full")
     need("x", x, (T - 1) * xs_t + (B - 1) * xs_b + I if T and B else 0)
     need("w_ih", w_ih, 4 * Hp * I)
-    need("w_hh", w_hh, 4 * Hp * H)
+    need("w_hh", w_hh, 4 * Hp * Kr)
     need("bias", bias, 4 * Hp)
     need("gates", gates, min(chunk, T) * B * 4 * Hp)
-    need("h_state", h_state, ((T + 1) if train else 2) * B * Hp)
+    need("h_state", h_state, ((T + 1) if train else 2) * B * Krp)
     need("c_state", c_state, ((T + 1) if train else 1) * B * Hp)
     need("tc_state", tc_state, T * B * Hp)
-    need("y", y, (T - 1) * ys_t + (B - 1) * ys_b + H if T and B else 0)
+    need("y", y, (T - 1) * ys_t + (B - 1) * ys_b + Kr if T and B else 0)
+    need("w_hr", w_hr, Pp * H)
+    need("h_full", h_full, (T if train else 1) * B * Hp if P > 0 else 0)
     cdef const floating *cx = cptr(x)
     cdef const floating *cw_ih = cptr(w_ih)
     cdef const floating *cw_hh = cptr(w_hh)
     cdef const floating *cbias = cptr(bias)
-    cdef floating *p[5]
-    p[:] = [ptr(gates), ptr(h_state), ptr(c_state), ptr(tc_state), ptr(y)]
+    cdef const floating *cw_hr = cptr(w_hr)
+    cdef floating *p[6]
+    p[:] = [ptr(gates), ptr(h_state), ptr(c_state), ptr(tc_state), ptr(y), ptr(h_full)]
     with nogil:
         ran = lstm_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, cbias, p[0], chunk, p[1],
-                           p[2], p[3], p[4], ys_t, ys_b, num_threads)
+                           p[2], p[3], p[4], ys_t, ys_b, P, cw_hr, p[5], num_threads)
     return ran
 
 
@@ -567,44 +695,58 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
              const floating[::1] dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
              floating[::1] dh, floating[::1] dc, floating[::1] dgates, Py_ssize_t chunk,
              floating[::1] dx, floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
-             int num_threads=0):
+             int num_threads=0, Py_ssize_t P=0, const floating[::1] w_hr_t=None,
+             const floating[::1] h_full=None, floating[::1] dr_steps=None,
+             floating[::1] dh_full=None, floating[::1] dw_hr=None):
     """Run lstm_backward on 1-D views of prepared buffers; returns the team size. dw_ih None:
-    weight gradients deferred (see lstm_backward)."""
+    weight gradients deferred (see lstm_backward). P > 0: with the projection (w_hr_t packed
+    (Hp/NR, P, NR); h_state, dh, dy and dw_hh's rows Pp wide)."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
     cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
+    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t Kr = P if P > 0 else H, Krp = Pp if P > 0 else Hp
     cdef Py_ssize_t G4 = 4 * Hp
     cdef int ran
+    if P > 0 and (w_hr_t is None or h_full is None or dh_full is None or dw_hr is None
+                  or dw_ih is None or (T * B > 0 and dr_steps is None)):
+        raise ValueError("internal: a projection needs every projection buffer, and no deferral")
     need("gates", gates, T * B * G4)
     need("c_state", c_state, (T + 1) * B * Hp)
     need("tc_state", tc_state, T * B * Hp)
-    need("h_state", h_state, (T + 1) * B * Hp)
+    need("h_state", h_state, (T + 1) * B * Krp)
     need("xpad", xpad, T * B * Ip)
     need("w_ih_t", w_ih_t, G4 * Ip)
-    need("w_hh_t", w_hh_t, G4 * Hp)
-    need("dy", dy, (T - 1) * dys_t + (B - 1) * dys_b + H if T and B else 0)
-    need("dh", dh, B * Hp)
+    need("w_hh_t", w_hh_t, G4 * Krp)
+    need("dy", dy, (T - 1) * dys_t + (B - 1) * dys_b + Kr if T and B else 0)
+    need("dh", dh, B * Krp)
     need("dc", dc, B * Hp)
+    need("w_hr_t", w_hr_t, Hp * P)
+    need("h_full", h_full, T * B * Hp if P > 0 else 0)
+    need("dr_steps", dr_steps, T * B * Pp)
+    need("dh_full", dh_full, B * Hp if P > 0 else 0)
+    need("dw_hr", dw_hr, Pp * Hp)
     if chunk < 1:
         raise ValueError("internal: chunk must be >= 1")
     need("dgates", dgates, (min(chunk, T) if dw_ih is not None else T) * B * G4)
     need("dx", dx, T * B * Ip)
     need("dw_ih", dw_ih, G4 * Ip)
-    need("dw_hh", dw_hh, G4 * Hp)
+    need("dw_hh", dw_hh, G4 * Krp)
     need("db", db, G4)
     # per-thread rows for the weight-gradient GEMMs, as many threads as lstm_backward will start
     cdef bint by_batch
     cdef int team = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
     cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
                                           np.float32 if floating is float else np.float64)
-    cdef const floating *q[8]
+    cdef const floating *q[10]
     q[:] = [cptr(gates), cptr(c_state), cptr(tc_state), cptr(h_state), cptr(xpad), cptr(w_ih_t),
-            cptr(w_hh_t), cptr(dy)]
-    cdef floating *p[8]
-    p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch)]
+            cptr(w_hh_t), cptr(dy), cptr(w_hr_t), cptr(h_full)]
+    cdef floating *p[11]
+    p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch),
+            ptr(dr_steps), ptr(dh_full), ptr(dw_hr)]
     with nogil:
         ran = lstm_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
                             dys_b, p[0], p[1], p[2], chunk, p[3], p[4], p[5], p[6], p[7],
-                            num_threads)
+                            P, q[8], q[9], p[8], p[9], p[10], num_threads)
     return ran
 
 
@@ -767,7 +909,7 @@ cdef class SmallForward:
                     <const double *>self.bias, <double *>(scratch + 3 * S * z), chunk,
                     <double *>scratch, <double *>(scratch + 2 * S * z), NULL,
                     <double *>yb.buf, (H if batch_first else B * H),
-                    (T * H if batch_first else H), nt)
+                    (T * H if batch_first else H), 0, NULL, NULL, nt)
             else:
                 ran = lstm_forward[float](
                     T, B, self.I, H, <const float *>xb.buf, (self.I if batch_first
@@ -776,7 +918,7 @@ cdef class SmallForward:
                     <const float *>self.bias, <float *>(scratch + 3 * S * z), chunk,
                     <float *>scratch, <float *>(scratch + 2 * S * z), NULL,
                     <float *>yb.buf, (H if batch_first else B * H),
-                    (T * H if batch_first else H), nt)
+                    (T * H if batch_first else H), 0, NULL, NULL, nt)
             for b in range(B):  # the final state: h slot T % 2, c slot 0
                 memcpy(<char *>hnb.buf + b * H * z, scratch + ((T % 2) * S + b * Hp) * z, H * z)
                 memcpy(<char *>cnb.buf + b * H * z, scratch + (2 * S + b * Hp) * z, H * z)

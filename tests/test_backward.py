@@ -208,3 +208,57 @@ def test_backprop_without_upstream_raises():
     with pytest.raises(ValueError):
         backprop(grad_output=None, grad_h_n=None, grad_c_n=None, num_threads=1)
     assert set(backprop(grad_h_n=np.ones((1, 1, 3)))) >= {"x", "h0", "c0"}  # still usable
+
+
+# ------------------------------------------------------------------------------------------------
+# Projection (proj_size): h_t = W_hr (o * tanh(c_t)), the recurrence reads h_t (P wide)
+
+PROJ_SHAPES = [(3, 2, 3, 17, 9), (3, 1, 1, 2, 1), (1, 2, 3, 17, 16)]
+
+
+@pytest.mark.parametrize("T,B,I,H,P", PROJ_SHAPES,
+                         ids=[f"T{t}-B{b}-I{i}-H{h}-P{p}" for t, b, i, h, p in PROJ_SHAPES])
+def test_projection_against_fd(T, B, I, H, P):
+    """Every gradient of a projected layer, weight_hr's included, against central differences.
+    P = 9 spans a full and a padded float64 panel of 8, P = 16 two full ones, P = 1 one lane."""
+    rng = np.random.default_rng(T * 100 + H + P)
+    model = LSTM(I, H, proj_size=P, dtype=np.float64, seed=3)
+    x = rng.standard_normal((T, B, I))
+    state = (rng.standard_normal((1, B, P)), rng.standard_normal((1, B, H)))
+    up = {"gy": rng.standard_normal((T, B, P)), "gh": rng.standard_normal((1, B, P)),
+          "gc": rng.standard_normal((1, B, H))}
+    _, _, backprop = model.forward_train(x, state)
+    grads = backprop(up["gy"], up["gh"], up["gc"])
+    assert set(grads) == {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                          "bias_hh_l0", "weight_hr_l0"}
+    fd = finite_differences(model, x, state, up, None)
+    for name, g in grads.items():
+        assert g.shape == fd[name].shape, name
+        assert scaled_err(g, fd[name]) <= RTOL, (name, scaled_err(g, fd[name]))
+
+
+@pytest.mark.parametrize("num_threads", [1, 3])
+@pytest.mark.parametrize("B", [1, 5, 16])
+def test_projection_matches_reference_float64(B, num_threads):
+    """The projected kernels against the NumPy reference (plain float64 matmuls) to 1e-12, on
+    several unit blocks and output panels (H = 100: 13 float64 blocks; P = 40: 5 panels), in
+    both work splits (B = 1 and 5: units; 16: rows)."""
+    from fastlstm import reference
+    T, I, H, P = 6, 20, 100, 40
+    rng = np.random.default_rng(B)
+    model = LSTM(I, H, proj_size=P, dtype=np.float64, seed=5)
+    w = {k[:-3]: v for k, v in model.parameters().items()}
+    x = rng.standard_normal((T, B, I))
+    h0, c0 = rng.standard_normal((1, B, P)), rng.standard_normal((1, B, H))
+    gy, gh, gc = (rng.standard_normal(s) for s in ((T, B, P), (B, P), (B, H)))
+    y, (h_n, c_n), backprop = model.forward_train(x, (h0, c0), num_threads=num_threads)
+    grads = backprop(gy, gh[None], gc[None], num_threads=num_threads)
+    ry, rh, rc, cache = reference.forward_train(
+        x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], h0[0], c0[0],
+        weight_hr=w["weight_hr"])
+    ref = reference.backward(cache, gy, gh, gc)
+    ours = {"output": y, "h_n": h_n[0], "c_n": c_n[0], "x": grads["x"], "h0": grads["h0"][0],
+            "c0": grads["c0"][0], **{k: grads[k + "_l0"] for k in w}}
+    theirs = {"output": ry, "h_n": rh, "c_n": rc, **ref}
+    errors = {k: scaled_err(ours[k], theirs[k]) for k in ours}
+    assert max(errors.values()) <= 1e-12, errors

@@ -107,6 +107,36 @@ def test_bitwise_identical_across_num_threads(isa, split_policy, dtype, batch_fi
                             f"batch_first={batch_first} num_threads={nt} ({why})")
 
 
+# (T, B, I, H, P, why): projected layers, whose steps also split the projection by output panels
+PROJ_SHAPES = [
+    (6, 1, 7, 100, 40, "B=1: units (7 float32 blocks) and projection panels (3) split"),
+    (5, 3, 4, 100, 17, "B=3: unit split, P=17: a full and a 1-wide panel"),
+    (3, 9, 5, 300, 70, "B=9: batch split for 2 threads, unit split for 3 and 4"),
+    (20, 17, 3, 24, 5, "B=17: batch split; T*B=340 rows: dW_hr sums two K blocks"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_bitwise_identical_across_num_threads_with_projection(isa, split_policy, dtype):
+    rng = np.random.default_rng(77)
+    for T, B, I, H, P, why in PROJ_SHAPES:
+        model = fastlstm.LSTM(I, H, proj_size=P, dtype=dtype, seed=7)
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+        hx = (rng.standard_normal((1, B, P)).astype(dtype),
+              rng.standard_normal((1, B, H)).astype(dtype))
+        up = tuple(rng.standard_normal(s).astype(dtype) for s in ((T, B, P), (1, B, P), (1, B, H)))
+        ref = _everything(model, x, hx, up, 1)
+        ref_hr = model.forward_train(x, hx, num_threads=1)[2](*up, num_threads=1)["weight_hr_l0"]
+        assert np.array_equal(ref["infer.output"], ref["train.output"]), why
+        assert np.array_equal(ref["infer.h_n"], ref["train.h_n"]), why
+        for nt in (2, 3, 4, None):
+            context = (f"isa={isa} {split_policy} {np.dtype(dtype).name} "
+                       f"T,B,I,H,P={T, B, I, H, P} num_threads={nt} ({why})")
+            _assert_bitwise(ref, _everything(model, x, hx, up, nt), context)
+            g = model.forward_train(x, hx, num_threads=nt)[2](*up, num_threads=nt)
+            assert np.array_equal(g["weight_hr_l0"], ref_hr), context
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_bitwise_identical_across_num_threads_no_bias_unbatched(split_policy, dtype):
     rng = np.random.default_rng(5)
