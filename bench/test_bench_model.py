@@ -1,8 +1,9 @@
-"""fastlstm vs torch on the model options: bidirectional, two layers, ragged batches.
+"""fastlstm vs torch on the model options: bidirectional, two layers, projection, ragged batches.
 
 Workloads (float32, sizes of workload c: B=16, T=100, I=H=256):
   bi      one bidirectional layer
   2layer  two stacked layers
+  proj    proj_size = 128 (oneDNN has no projection: torch runs its native kernels either way)
   ragged  lengths drawn uniformly from [1, T]. Systems: fastlstm with lengths=, torch on a
           PackedSequence (PyTorch's ragged path), and both on the padded batch ("-padded"), the
           cost a ragged batch should stay well under (fastlstm: <= 0.7x).
@@ -26,12 +27,14 @@ SEED = 99
 WORKLOADS = {
     "bi": dict(bidirectional=True),
     "2layer": dict(num_layers=2),
+    "proj": dict(proj_size=128),
     "ragged": dict(),
     "subnormal": dict(),
 }
 SYSTEMS = {
     "bi": ("fastlstm", "torch", "torch-native"),
     "2layer": ("fastlstm", "torch", "torch-native"),
+    "proj": ("fastlstm", "torch"),
     "ragged": ("fastlstm", "fastlstm-padded", "torch", "torch-padded"),
     "subnormal": ("fastlstm", "torch", "torch-native"),
 }
@@ -63,7 +66,8 @@ def _data(wl):
 def _flops(wl, d):
     D = 2 if wl == "bi" else 1
     steps = int(d["lengths"].sum()) if wl == "ragged" else B * T
-    per_row_step = 2 * 4 * H * (I + H) * D
+    P = WORKLOADS[wl].get("proj_size", 0)
+    per_row_step = 2 * 4 * H * (I + (P or H)) * D + 2 * P * H
     if wl == "2layer":
         per_row_step += 2 * 4 * H * (H + H)
     return per_row_step * steps
@@ -87,7 +91,8 @@ def _torch(d, mode, nt, native, packed, peers):
     torch = _skip_unavailable(peers.module, "torch")  # a peers.pinned(nt) sets its threads
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
     model = d["model"]
-    tm = torch.nn.LSTM(I, H, num_layers=model.num_layers, bidirectional=model.bidirectional)
+    tm = torch.nn.LSTM(I, H, num_layers=model.num_layers, bidirectional=model.bidirectional,
+                       proj_size=model.proj_size)
     tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     x = torch.from_numpy(d["x"])
     lengths = torch.from_numpy(d["lengths"]) if packed else None
