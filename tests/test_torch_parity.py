@@ -118,3 +118,36 @@ def test_from_torch_without_bias():
     model = LSTM.from_torch(module)
     assert model.bias is False and model.dtype == np.float64
     assert set(model.parameters()) == {"weight_ih_l0", "weight_hh_l0"}
+
+
+PROJ_CASES = [  # T, B, I, H, P, num_threads: several unit blocks and output panels, both splits
+    (7, 1, 20, 100, 40, 4),
+    (5, 3, 12, 300, 70, 3),
+    (4, 17, 9, 64, 33, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", PROJ_CASES, ids=[f"T{c[0]}-B{c[1]}-H{c[3]}-P{c[4]}-t{c[5]}"
+                                                 for c in PROJ_CASES])
+def test_projection_matches_torch(case, dtype):
+    """A projected layer (proj_size) larger than test_layers' grid: outputs, states and every
+    gradient, weight_hr's included, equal torch's within TOL, on several threads."""
+    T, B, I, H, P, nt = case
+    rng = np.random.default_rng(T * 1000 + H + P)
+    torch.manual_seed(H + P)
+    module = torch.nn.LSTM(I, H, proj_size=P, dtype=TORCH_DTYPE[dtype])
+    model = LSTM.from_torch(module)
+    assert model.proj_size == P
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    state = (rng.standard_normal((1, B, P)).astype(dtype),
+             rng.standard_normal((1, B, H)).astype(dtype))
+    gy = rng.standard_normal((T, B, P)).astype(dtype)
+    gh = rng.standard_normal((1, B, P)).astype(dtype)
+    gc = rng.standard_normal((1, B, H)).astype(dtype)
+    expected = torch_run(module, x, state, gy, gh, gc)
+    y, (h_n, c_n), backprop = model.forward_train(x, state, num_threads=nt)
+    ours = {"output": y, "h_n": h_n, "c_n": c_n, **backprop(gy, gh, gc, num_threads=nt)}
+    assert set(ours) == set(expected)
+    errors = {name: scaled_err(value, expected[name]) for name, value in ours.items()}
+    assert max(errors.values()) <= TOL[dtype], errors
