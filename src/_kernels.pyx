@@ -16,11 +16,16 @@ Layouts (NR = 16 floats or 8 doubles, one 64-byte panel; Hp = H rounded up to NR
 - h_state/c_state: slots of B x Hp. Inference keeps 2 h slots (step t reads slot t%2, writes the
   other) and 1 c slot (updated in place); training keeps all T+1 of each (slot 0 = h0/c0), and
   tc_state (T slots) holds tanh(c), so the backward recomputes no exponentials.
+- projection (proj_size P > 0; Pp = P rounded up to NR): h_state slots hold r = h @ W_hr^T
+  (B x Pp: the recurrence reads P values, so w_hh is P x G4 and w_hh_t G4 x Pp), the cell's h
+  goes to h_full (B x Hp; all T steps when training), and w_hr (H x Pp) / w_hr_t (P x Hp) are
+  packed by NR-wide column panels.
 
-Work split, per call (the same for any thread count up to the value, see _plan):
+Work split, per call (plan_team: as many threads as the work pays for, up to the value asked):
 - batch split: each thread owns whole batch rows for the entire sequence, no barrier per step;
 - unit split (small batches): each thread owns unit blocks, one barrier per step, so each thread
-  streams only its own slice of w_hh.
+  streams only its own slice of w_hh (with a projection, a second barrier per step: the
+  projection is split by output panels).
 Either way every element is computed by the same chain of operations, so results are bitwise
 identical whatever the thread count, batch size or chunking.
 """
