@@ -39,9 +39,11 @@ def last_num_threads():
 def _flat(a):
     """(1-D view from a's first element to its last, step stride, row stride), in elements,
     of a (T, B, K) view; a copy first when a stride is negative (a time-reversed view)."""
+    T, B, K = a.shape
+    if a.flags.c_contiguous:  # the common case, without as_strided's ~5 us
+        return a.reshape(-1), B * K, K
     if a.strides[0] < 0 or a.strides[1] < 0:
         a = np.ascontiguousarray(a)
-    T, B, K = a.shape
     st, sb = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
     n = (T - 1) * st + (B - 1) * sb + K if T and B else 0
     return as_strided(a, (n,), (a.itemsize,), writeable=a.flags.writeable), st, sb
