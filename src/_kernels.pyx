@@ -376,6 +376,36 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
                   dg + b * G4 + 4 * u0 * NR)
 
 
+cdef void projected_backward_step(
+        const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0, Py_ssize_t u1,
+        Py_ssize_t p0, Py_ssize_t p1, bint meet, Py_ssize_t H, Py_ssize_t P, const floating *act,
+        const floating *c_prev, const floating *tc, const floating *dy, Py_ssize_t dys_b,
+        const floating *w_hr_t, const floating *w_hh_t, floating *dr, floating *dr_keep,
+        floating *dh, floating *dc, floating *dg) noexcept nogil:
+    """One step of BPTT through a projection, for rows [b0, b1), unit blocks [u0, u1) and
+    projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
+    gradients, then dr = dgates @ W_hh for the step before. `meet`: the unit split, whose threads
+    wait for each other before each product that reads what the others wrote."""
+    cdef Py_ssize_t NR = panel(dr), Hp = ((H + NR - 1) // NR) * NR
+    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR, G4 = 4 * Hp, b, j
+    cdef Py_ssize_t j1 = p1 * NR if p1 * NR < P else P
+    for b in range(b0, b1):
+        if dy != NULL:
+            for j in range(p0 * NR, j1):
+                dr[b * Pp + j] += dy[b * dys_b + j]
+        for j in range(p0 * NR, p1 * NR):
+            dr_keep[b * Pp + j] = dr[b * Pp + j]
+    if meet:
+        fl_barrier()  # all of dr is in
+    gemm(ops, b1 - b0, u1 - u0, P, dr + b0 * Pp, Pp, 1, w_hr_t + u0 * P * NR, NR, 1, P * NR,
+         dh + b0 * Hp + u0 * NR, Hp, 0, <floating *>NULL)
+    backward_step(ops, b0, b1, u0, u1, H, Hp, act, c_prev, tc, <floating *>NULL, 0, dh, dc, dg)
+    if meet:
+        fl_barrier()  # all gate gradients of the step are in
+    gemm(ops, b1 - b0, p1 - p0, G4, dg + b0 * G4, G4, 1, w_hh_t + p0 * G4 * NR, NR, 1, G4 * NR,
+         dr + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
+
+
 cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
                            Py_ssize_t R, bint first, Py_ssize_t I, Py_ssize_t H, Py_ssize_t Kr,
                            const floating *dgates, const floating *xpad,
@@ -508,12 +538,11 @@ cdef int lstm_backward(
     cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
-    cdef Py_ssize_t t, t0, t1, lo, hi, plo, phi, b, b0, b1, j, j0, j1
+    cdef Py_ssize_t t, t0, t1, lo, hi, b0, b1, u0, u1, p0, p1
     cdef const floating *dy_t = NULL
     cdef floating *dg_t = NULL
-    cdef floating *dr_t = NULL
     cdef unsigned int fpmode
-    tid = n = 0; t = t0 = t1 = lo = hi = plo = phi = b = b0 = b1 = j = j0 = j1 = 0
+    tid = n = 0; t = t0 = t1 = lo = hi = b0 = b1 = u0 = u1 = p0 = p1 = 0
     fpmode = 0
     ran[0] = 1
     with parallel(num_threads=nthr):
@@ -524,8 +553,10 @@ cdef int lstm_backward(
             ran[0] = n
         lo = share(B if by_batch else nblk, tid, n)
         hi = share(B if by_batch else nblk, tid + 1, n)
-        plo = share(npblk, tid, n)
-        phi = share(npblk, tid + 1, n)
+        # this thread's rows, unit blocks and projection panels
+        b0, b1, u0, u1, p0, p1 = lo, hi, 0, nblk, 0, npblk
+        if not by_batch:
+            b0, b1, u0, u1, p0, p1 = 0, B, lo, hi, share(npblk, tid, n), share(npblk, tid + 1, n)
         t1 = T
         while t1 > 0:  # chunks of steps, last first; dgates holds one chunk
             t0 = t1 - chunk if t1 > chunk else 0
@@ -536,34 +567,10 @@ cdef int lstm_backward(
                     dy_t = dy + t * dys_t
                 dg_t = dgates + (t - t0) * B * G4
                 if P > 0:
-                    # dr += dy over this thread's rows (batch split) or output panels (units);
-                    # kept for dW_hr
-                    dr_t = dr_steps + t * B * Pp
-                    b0 = lo if by_batch else 0
-                    b1 = hi if by_batch else B
-                    j0 = 0 if by_batch else plo * NR
-                    j1 = Pp if by_batch else phi * NR
-                    for b in range(b0, b1):
-                        if dy_t != NULL:
-                            for j in range(j0, j1 if j1 < P else P):
-                                dh[b * Pp + j] += dy_t[b * dys_b + j]
-                        for j in range(j0, j1):
-                            dr_t[b * Pp + j] = dh[b * Pp + j]
-                    if not by_batch:
-                        fl_barrier()  # all of dr_t is in
-                    # the cell's dh = dr @ W_hr, then its gate gradients, then dr = dgates @ W_hh
-                    gemm(ops, b1 - b0, hi - lo if not by_batch else nblk, P, dh + b0 * Pp, Pp, 1,
-                         w_hr_t + (0 if by_batch else lo * P * NR), NR, 1, P * NR,
-                         dh_full + b0 * Hp + (0 if by_batch else lo * NR), Hp, 0,
-                         <floating *>NULL)
-                    backward_step(ops, b0, b1, 0 if by_batch else lo, nblk if by_batch else hi,
-                                  H, Hp, gates + t * B * G4, c_state + t * S, tc_state + t * S,
-                                  <floating *>NULL, 0, dh_full, dc, dg_t)
-                    if not by_batch:
-                        fl_barrier()  # all gate gradients of step t are in
-                    gemm(ops, b1 - b0, npblk if by_batch else phi - plo, G4, dg_t + b0 * G4, G4,
-                         1, w_hh_t + (0 if by_batch else plo * G4 * NR), NR, 1, G4 * NR,
-                         dh + b0 * Pp + (0 if by_batch else plo * NR), Pp, 0, <floating *>NULL)
+                    projected_backward_step(ops, b0, b1, u0, u1, p0, p1, not by_batch, H, P,
+                                            gates + t * B * G4, c_state + t * S,
+                                            tc_state + t * S, dy_t, dys_b, w_hr_t, w_hh_t, dh,
+                                            dr_steps + t * B * Pp, dh_full, dc, dg_t)
                 elif by_batch:
                     backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4,
                                   c_state + t * S, tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
