@@ -145,7 +145,7 @@ class KernelDirection(_Direction):
             chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b, num_threads,
             **proj)
         h_n, c_n = h_state[T % 2, :, :self.out_size].copy(), c_state[0, :, :H].copy()
-        _workspace.give(gates, h_state, c_state, *([] if h_full is None else [h_full]))
+        _workspace.give(gates, h_state, c_state, h_full)
         return h_n, c_n
 
     def run_train(self, x, h0, c0, y, num_threads):
@@ -167,12 +167,10 @@ class KernelDirection(_Direction):
             p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
             tc_state.reshape(-1), yf, ys_t, ys_b, num_threads, **proj)
         h_n, c_n = h_state[T, :, :self.out_size].copy(), c_state[T, :, :H].copy()
-        buffers = (gates, h_state, c_state, tc_state, xpad) + (() if h_full is None else (h_full,))
-        return h_n, c_n, (p, T, B, K, buffers)
+        return h_n, c_n, (p, T, B, K, (gates, h_state, c_state, tc_state, xpad, h_full))
 
     def back(self, tape, dy, dh_n, dc_n, num_threads):
-        p, T, B, K, buffers = tape
-        gates, h_state, c_state, tc_state, xpad = buffers[:5]
+        p, T, B, K, (gates, h_state, c_state, tc_state, xpad, h_full) = tape
         H, P = p.hidden_size, p.proj_size
         NR = PANEL[self.dtype]
         Hp, Kp = round_up(H, NR), round_up(K, NR)
@@ -185,7 +183,7 @@ class KernelDirection(_Direction):
         if P:
             scratch = (_workspace.take((T, B, round_up(P, NR)), self.dtype),
                        _workspace.take((B, Hp), self.dtype))
-            proj = dict(P=P, w_hr_t=p.w_hr_t.reshape(-1), h_full=buffers[5].reshape(-1),
+            proj = dict(P=P, w_hr_t=p.w_hr_t.reshape(-1), h_full=h_full.reshape(-1),
                         dr_steps=scratch[0].reshape(-1), dh_full=scratch[1].reshape(-1),
                         dw_hr=sums[4].reshape(-1))
         dyf, dys_t, dys_b = _flat(dy) if dy is not None else (None, 0, 0)

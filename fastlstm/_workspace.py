@@ -80,9 +80,9 @@ def output(shape, dtype):
 
 
 def give(*arrays):
-    """Hand arrays obtained from take() back to the calling thread's free list."""
+    """Hand arrays obtained from take() back to the calling thread's free list (None: skipped)."""
     for array in arrays:
-        if array.nbytes < _MIN_BYTES:
+        if array is None or array.nbytes < _MIN_BYTES:
             continue
         raw = array.base if array.base is not None else array
         if raw.dtype == np.uint8 and raw.ndim == 1:
