@@ -157,8 +157,8 @@ cdef Py_ssize_t split_step_bytes = 128 * 1024  # weight a step streams before un
 cdef Py_ssize_t split_thread_bytes = 32 * 1024  # and each thread's least share of it
 
 
-cdef inline int plan_team(Py_ssize_t B, Py_ssize_t H, Py_ssize_t NR, Py_ssize_t elsize,
-                          int num_threads, bint *by_batch) noexcept nogil:
+cdef inline int plan_team(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t NR,
+                          Py_ssize_t elsize, int num_threads, bint *by_batch) noexcept nogil:
     """Threads worth starting for a recurrence over B rows and H units, and how they split it.
 
     Batch split when every thread gets a full tile of rows; else unit split on as many threads as
@@ -170,7 +170,9 @@ cdef inline int plan_team(Py_ssize_t B, Py_ssize_t H, Py_ssize_t NR, Py_ssize_t 
     if B >= TILE_ROWS * <Py_ssize_t>n:  # (n may be INT_MAX)
         by_batch[0] = True
         return n
-    stream = 4 * Hp * H * elsize * ((B + TILE_ROWS - 1) // TILE_ROWS)
+    # a step's weights (W_hh, and W_hr with a projection of P > 0), read once per TILE_ROWS rows
+    stream = (4 * Hp * (P if P > 0 else H) + ((P + NR - 1) // NR) * NR * H) * elsize
+    stream *= (B + TILE_ROWS - 1) // TILE_ROWS
     units = 1
     if stream >= split_step_bytes:
         units = stream // split_thread_bytes if split_thread_bytes > 0 else nblk
@@ -293,7 +295,7 @@ cdef int lstm_forward(
     cdef Py_ssize_t npblk = (P + NR - 1) // NR
     cdef bint train = tc_state != NULL
     cdef bint by_batch
-    cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
+    cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
     cdef int tid
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
     cdef Py_ssize_t t0, tn, t, lo, hi, plo, phi, hs, hd, cs, cd
@@ -525,7 +527,7 @@ cdef int lstm_backward(
     Writes dx (T*B x Ip, time-major), dw_ih (4 x Hp x Ip) and dw_hh (4 x Hp x Hp), rows in
     PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
     they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
-    for each thread of plan_team(B, H, ...). Returns the number of threads that ran.
+    for each thread of plan_team(B, H, P, ...). Returns the number of threads that ran.
     With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
@@ -534,7 +536,7 @@ cdef int lstm_backward(
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef Py_ssize_t Kr = P if P > 0 else H, Pp = ((P + NR - 1) // NR) * NR, npblk = Pp // NR
     cdef bint by_batch
-    cdef int nthr = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
+    cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
     cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
@@ -746,7 +748,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need("db", db, G4)
     # per-thread rows for the weight-gradient GEMMs, as many threads as lstm_backward will start
     cdef bint by_batch
-    cdef int team = plan_team(B, H, NR, sizeof(floating), num_threads, &by_batch)
+    cdef int team = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
     cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
                                           np.float32 if floating is float else np.float64)
     cdef const floating *q[10]

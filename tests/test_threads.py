@@ -256,6 +256,21 @@ def test_team_size_follows_the_work(B, H, dtype, teams):
 
 
 @requires_openmp
+@pytest.mark.parametrize("P,teams", [(16, (1, 1, 1, 1, 1)), (64, (1, 2, 3, 4, 10))])
+def test_team_size_counts_the_projected_step(P, teams):
+    """With a projection a step streams W_hh (4H x P) and W_hr (P x H): B=1, H=256 (16 unit
+    blocks) streams 80 KiB with P=16 (one thread) and 320 KiB with P=64 (10 shares)."""
+    rng = np.random.default_rng(3)
+    model = fastlstm.LSTM(2, 256, proj_size=P, seed=0)
+    x = rng.standard_normal((3, 1, 2)).astype(np.float32)
+    up = (rng.standard_normal((3, 1, P)).astype(np.float32), None, None)
+    for nt, expected in zip((1, 2, 3, 4, 64), teams):
+        assert _team_after(lambda: model(x, num_threads=nt)) == expected, nt
+        _, _, backprop = model.forward_train(x, num_threads=nt)
+        assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected, nt
+
+
+@requires_openmp
 def test_split_thresholds_at_zero_give_one_thread_per_unit_block(split_policy):
     """What the every_split determinism runs rely on: B=1 H=64 (4 unit blocks) runs 4 threads."""
     model = fastlstm.LSTM(2, 64, seed=0)
