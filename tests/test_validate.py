@@ -782,9 +782,10 @@ def test_huge_sizes_fail_before_any_work():
         assert float(line.split()[2]) < 5, line
 
 
-def test_nan_in_x_stays_in_its_row():
-    for B_, H_ in [(4, 5), (3, 100), (2, 40)]:  # batch split, unit split, both (by threads)
-        m = fastlstm.LSTM(I, H_, seed=2)
+@pytest.mark.parametrize("proj", [0, 24], ids=["plain", "projected"])
+def test_nan_in_x_stays_in_its_row(proj):
+    for B_, H_ in [(4, 5), (3, 100), (2, 40)]:  # batch split; unit split; one row per thread
+        m = fastlstm.LSTM(I, H_, proj_size=proj if proj < H_ else 0, seed=2)
         x = np.random.default_rng(1).standard_normal((6, B_, I)).astype(np.float32)
         x[2, 1, 0] = np.nan
         for nt in (1, 2, 4):
