@@ -413,16 +413,19 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                            const floating *dgates, const floating *xpad,
                            const floating *h_state, const floating *w_ih_t, floating *dx,
                            floating *dw_ih, floating *dw_hh, floating *db,
-                           floating *rows) noexcept nogil:
+                           floating *rows, floating *panels) noexcept nogil:
     """This thread's share of what R rows (t, b) of gate gradients, global rows [row0, row0+R),
     give: their rows of dx, and their terms of dW_ih, dW_hh and db, added to the sums so far
     (started when `first`). Each output tile belongs to one thread and takes the rows in one
-    fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values.
+    fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values
+    of this thread's; `panels`: FL_KC * (Ip + Krp) values shared by the team, which every thread
+    of the team must call this with (it meets them at barriers).
     h_state rows hold Kr values (H, or proj_size), padded to a panel, as do dW_hh's rows."""
     cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
     cdef Py_ssize_t Krp = ((Kr + NR - 1) // NR) * NR
     cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
-    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q
+    cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q, nxp = Ip // NR
+    cdef Py_ssize_t np_lo, np_hi
     cdef const floating *src
     cdef floating *dst
     cdef Py_ssize_t kb, ke
@@ -437,13 +440,30 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     nrb = (Hp + BIG_BLOCK - 1) // BIG_BLOCK  # row blocks per gate
     lo = share(4 * nrb, tid, nthr)
     hi = share(4 * nrb, tid + 1, nthr)
-    for w in range(lo, hi):  # dW_ih, dW_hh += dgates^T @ (x, h_prev), by blocks of rows
-        g = w // nrb  # gate
-        j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
-        m = Hp - j0 if Hp - j0 < BIG_BLOCK else BIG_BLOCK
-        k0 = 0
-        while True:  # one K block at a time
-            kc = R - k0 if R - k0 < FL_KC else FL_KC
+    np_lo = share(nxp + Krp // NR, tid, nthr)
+    np_hi = share(nxp + Krp // NR, tid + 1, nthr)
+    k0 = 0
+    while True:  # dW_ih, dW_hh += dgates^T @ (x, h_prev), one K block of rows at a time
+        kc = R - k0 if R - k0 < FL_KC else FL_KC  # R == 0: one empty block, which writes zeros
+        # The block's rows of x and h_prev, packed by column panels (FL_KC x NR each) by the
+        # team together: read in place, a GEMM's rows are Ip apart, each in its own 4 KiB page
+        # at I >= 1024, where the hardware prefetchers do not follow.
+        for q in range(np_lo, np_hi):
+            if q < nxp:
+                src = xpad + (row0 + k0) * Ip + q * NR
+                kb = Ip
+            else:
+                src = h_state + (row0 + k0) * Krp + (q - nxp) * NR
+                kb = Krp
+            dst = panels + q * FL_KC * NR
+            for k in range(kc):
+                for r in range(NR):
+                    dst[k * NR + r] = src[k * kb + r]
+        fl_barrier()  # every panel is in
+        for w in range(lo, hi):  # by blocks of rows of the weight gradients
+            g = w // nrb  # gate
+            j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
+            m = Hp - j0 if Hp - j0 < BIG_BLOCK else BIG_BLOCK
             # the block's gate-gradient columns as contiguous rows, in PyTorch's gate-major row
             # order: the GEMM then reads A row-wise and writes rows g*Hp + j straight into place
             for q in range(m // NR):  # unit block j0/NR + q: its panel of gate g
@@ -456,13 +476,15 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                         for k in range(kb, ke):
                             dst[r * kc + k] = src[k * G4 + r]
                     kb = ke
-            gemm(ops, m, Ip // NR, kc, rows, kc, 1, xpad + (row0 + k0) * Ip, Ip, 1, NR,
+            gemm(ops, m, nxp, kc, rows, kc, 1, panels, NR, 1, FL_KC * NR,
                  dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
-            gemm(ops, m, Krp // NR, kc, rows, kc, 1, h_state + (row0 + k0) * Krp, Krp, 1, NR,
-                 dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0, <floating *>NULL)
-            k0 = k0 + kc
-            if k0 >= R:
-                break
+            gemm(ops, m, Krp // NR, kc, rows, kc, 1, panels + nxp * FL_KC * NR, NR, 1,
+                 FL_KC * NR, dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0,
+                 <floating *>NULL)
+        fl_barrier()  # the panels are free for the next block
+        k0 = k0 + kc
+        if k0 >= R:
+            break
     if db != NULL:
         lo = share(4 * nblk, tid, nthr)
         hi = share(4 * nblk, tid + 1, nthr)
@@ -527,7 +549,8 @@ cdef int lstm_backward(
     Writes dx (T*B x Ip, time-major), dw_ih (4 x Hp x Ip) and dw_hh (4 x Hp x Hp), rows in
     PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
     they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
-    for each thread of plan_team(B, H, P, ...). Returns the number of threads that ran.
+    for each thread of plan_team(B, H, P, ...), then FL_KC * (Ip + Kp) values (Kp: Hp, or Pp
+    with a projection) the team shares. Returns the number of threads that ran.
     With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
@@ -537,6 +560,7 @@ cdef int lstm_backward(
     cdef Py_ssize_t Kr = P if P > 0 else H, Pp = ((P + NR - 1) // NR) * NR, npblk = Pp // NR
     cdef bint by_batch
     cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
+    cdef floating *panels = scratch + nthr * BIG_BLOCK * FL_KC  # shared by the team
     cdef bint defer = dw_ih == NULL
     cdef int tid, n
     cdef int ran[1]  # see lstm_forward
@@ -590,12 +614,12 @@ cdef int lstm_backward(
                 fl_barrier()
                 weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates,
                                  xpad, h_state, w_ih_t, dx, dw_ih, dw_hh, db,
-                                 scratch + tid * BIG_BLOCK * FL_KC)
+                                 scratch + tid * BIG_BLOCK * FL_KC, panels)
                 fl_barrier()  # the next chunk overwrites dgates (and scratch)
             t1 = t0
         if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
             weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t,
-                             dx, dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+                             dx, dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC, panels)
         if P > 0:
             fl_barrier()  # every step's dr is in
             projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr,
@@ -621,7 +645,8 @@ cdef int lstm_weight_gradients(
     gate gradients (R x G4), the inputs (R x Ip) and the previous h (R x Hp) of the same rows.
     A ragged batch's steps come as its segments' rows, one after another (a packed sequence).
     Bitwise independent of the thread count, as lstm_backward's. scratch: BIG_BLOCK * FL_KC
-    values per thread of grad_team(R, H, NR, num_threads). Returns the number of threads that ran."""
+    values per thread of grad_team(R, H, NR, num_threads), then FL_KC * (Ip + Hp) shared.
+    Returns the number of threads that ran."""
     cdef const fl_isa_ops *ops = fl_current()
     cdef int nthr = grad_team(R, H, panel(dx), num_threads)
     cdef int tid, n
@@ -637,7 +662,8 @@ cdef int lstm_weight_gradients(
         if tid == 0:
             ran[0] = n
         weight_gradients(ops, tid, n, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx,
-                         dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC)
+                         dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC,
+                         scratch + nthr * BIG_BLOCK * FL_KC)
         fl_restore_fpmode(fpmode)
     return ran[0]
 
@@ -749,7 +775,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     # per-thread rows for the weight-gradient GEMMs, as many threads as lstm_backward will start
     cdef bint by_batch
     cdef int team = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
-    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
+    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC + FL_KC * (Ip + Krp),
                                           np.float32 if floating is float else np.float64)
     cdef const floating *q[10]
     q[:] = [cptr(gates), cptr(c_state), cptr(tc_state), cptr(h_state), cptr(xpad), cptr(w_ih_t),
@@ -785,7 +811,7 @@ def weight_gradients_packed(Py_ssize_t R, Py_ssize_t I, Py_ssize_t H,
     if dw_ih is None or dw_hh is None or dx is None:
         raise ValueError("internal: dx, dw_ih and dw_hh are required")
     cdef int team = grad_team(R, H, NR, num_threads)
-    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC,
+    cdef floating[::1] scratch = np.empty(team * BIG_BLOCK * FL_KC + FL_KC * (Ip + Hp),
                                           np.float32 if floating is float else np.float64)
     cdef const floating *q[4]
     q[:] = [cptr(dgates), cptr(xpad), cptr(h_prev), cptr(w_ih_t)]
