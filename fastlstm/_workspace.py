@@ -39,11 +39,15 @@ class _FreeList(threading.local):
 _free = _FreeList()
 
 
+def _nbytes(shape, dtype):
+    return (shape if isinstance(shape, int) else math.prod(shape)) * dtype.itemsize
+
+
 def take(shape, dtype):
     """An uninitialised array: a view of a free buffer of this thread that fits (not more than
     4x too big), else a new one."""
     dtype = np.dtype(dtype)
-    nbytes = (shape if isinstance(shape, int) else math.prod(shape)) * dtype.itemsize
+    nbytes = _nbytes(shape, dtype)
     if nbytes < _MIN_BYTES:  # the common small call: no bookkeeping at all
         return np.empty(shape, dtype)
     buffers = _free.buffers
@@ -59,7 +63,7 @@ def output(shape, dtype):
     """An uninitialised new array for the caller to keep (the kernels must write all of it): the
     memory of an earlier result nothing references any more, when one fits, else fresh."""
     dtype = np.dtype(dtype)
-    nbytes = (shape if isinstance(shape, int) else math.prod(shape)) * dtype.itemsize
+    nbytes = _nbytes(shape, dtype)
     if nbytes < _MIN_BYTES:
         return np.empty(shape, dtype)
     results = _free.results

@@ -134,6 +134,11 @@ cdef inline void colsum(const fl_isa_ops *ops, Py_ssize_t rows, Py_ssize_t npane
         ops.f64.colsum(rows, npanels, src, ld, dst, accumulate)
 
 
+cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t multiple) noexcept nogil:
+    """n rounded up to a multiple (a size padded to whole panels)."""
+    return (n + multiple - 1) // multiple * multiple
+
+
 cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
     """Start of thread k's contiguous share of n items ([share(k), share(k+1)) is thread k's).
     Callers assign the result inside their parallel block, which makes it thread-private."""
@@ -165,13 +170,13 @@ cdef inline int plan_team(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t N
     the step's weight stream pays for (at most one per unit block); else batch split on up to B
     threads when that uses more of them. Deterministic in its arguments."""
     cdef int n = resolve_threads(num_threads)
-    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t stream, units, rows
     if B >= TILE_ROWS * <Py_ssize_t>n:  # (n may be INT_MAX)
         by_batch[0] = True
         return n
     # a step's weights (W_hh, and W_hr with a projection of P > 0), read once per TILE_ROWS rows
-    stream = (4 * Hp * (P if P > 0 else H) + ((P + NR - 1) // NR) * NR * H) * elsize
+    stream = (4 * Hp * (P if P > 0 else H) + round_up(P, NR) * H) * elsize
     stream *= (B + TILE_ROWS - 1) // TILE_ROWS
     units = 1
     if stream >= split_step_bytes:
@@ -237,7 +242,7 @@ cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py
     """One time step for rows [b0, b1) and unit blocks [u0, u1): gates += h_prev @ W_hh^T, then
     the fused cell; h goes to h_next and, unless y is NULL, to the user's output rows y. h_prev
     rows hold Kr values (H, or proj_size with a projection), padded to a panel."""
-    cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, Krp = ((Kr + NR - 1) // NR) * NR, b, j, j1
+    cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, Krp = round_up(Kr, NR), b, j, j1
     gemm(ops, b1 - b0, 4 * (u1 - u0), Kr, h_prev + b0 * Krp, Krp, 1, w_hh + 4 * u0 * Kr * NR,
          4 * NR, 4, 4 * Kr * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
     j1 = u1 * NR if u1 * NR < H else H
@@ -256,8 +261,8 @@ cdef void project_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_s
                        Py_ssize_t ys_b) noexcept nogil:
     """The projection of one step for rows [b0, b1) and output panels [p0, p1): r = h @ W_hr^T
     (the recurrent state and the output), copied to the user's output rows y."""
-    cdef Py_ssize_t NR = panel(r), Hp = ((H + NR - 1) // NR) * NR
-    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR, b, j, j1
+    cdef Py_ssize_t NR = panel(r), Hp = round_up(H, NR)
+    cdef Py_ssize_t Pp = round_up(P, NR), b, j, j1
     gemm(ops, b1 - b0, p1 - p0, H, h + b0 * Hp, Hp, 1, w_hr + p0 * H * NR, NR, 1, H * NR,
          r + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
     j1 = p1 * NR if p1 * NR < P else P
@@ -289,9 +294,9 @@ cdef int lstm_forward(
     slot T (training) or h slot T % 2 and c slot 0 (inference).
     """
     cdef const fl_isa_ops *ops = fl_current()
-    cdef Py_ssize_t NR = panel(gates), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
-    cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * (((Kr + NR - 1) // NR) * NR)
+    cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * round_up(Kr, NR)
     cdef Py_ssize_t npblk = (P + NR - 1) // NR
     cdef bint train = tc_state != NULL
     cdef bint by_batch
@@ -388,8 +393,8 @@ cdef void projected_backward_step(
     projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
     gradients, then dr = dgates @ W_hh for the step before. `meet`: the unit split, whose threads
     wait for each other before each product that reads what the others wrote."""
-    cdef Py_ssize_t NR = panel(dr), Hp = ((H + NR - 1) // NR) * NR
-    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR, G4 = 4 * Hp, b, j
+    cdef Py_ssize_t NR = panel(dr), Hp = round_up(H, NR)
+    cdef Py_ssize_t Pp = round_up(P, NR), G4 = 4 * Hp, b, j
     cdef Py_ssize_t j1 = p1 * NR if p1 * NR < P else P
     for b in range(b0, b1):
         if dy != NULL:
@@ -421,9 +426,9 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     of this thread's; `panels`: FL_KC * (Ip + Krp) values shared by the team, which every thread
     of the team must call this with (it meets them at barriers).
     h_state rows hold Kr values (H, or proj_size), padded to a panel, as do dW_hh's rows."""
-    cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
-    cdef Py_ssize_t Krp = ((Kr + NR - 1) // NR) * NR
-    cdef Py_ssize_t Ip = ((I + NR - 1) // NR) * NR, G4 = 4 * Hp, nblk = Hp // NR
+    cdef Py_ssize_t NR = panel(rows), Hp = round_up(H, NR)
+    cdef Py_ssize_t Krp = round_up(Kr, NR)
+    cdef Py_ssize_t Ip = round_up(I, NR), G4 = 4 * Hp, nblk = Hp // NR
     cdef Py_ssize_t nrb, w, lo, hi, m0, m, k0, kc, k, r, g, j0, q, nxp = Ip // NR
     cdef Py_ssize_t np_lo, np_hi
     cdef const floating *src
@@ -498,8 +503,8 @@ cdef void projection_gradient(const fl_isa_ops *ops, int tid, int nthr, Py_ssize
     """This thread's share of dW_hr = dr^T @ h over R rows (t, b): the gradients of the projected
     states (R x Pp) and the cell's h (R x Hp). Work items are blocks of output rows by blocks of
     columns, each summing the rows in one fixed order. `rows`: BIG_BLOCK * FL_KC values."""
-    cdef Py_ssize_t NR = panel(rows), Hp = ((H + NR - 1) // NR) * NR
-    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t NR = panel(rows), Hp = round_up(H, NR)
+    cdef Py_ssize_t Pp = round_up(P, NR)
     cdef Py_ssize_t nrb = (Pp + BIG_BLOCK - 1) // BIG_BLOCK, ncb = (Hp + BIG_BLOCK - 1) // BIG_BLOCK
     cdef Py_ssize_t w, lo, hi, j0, m, c0, nc, k0, kc, q, k
     lo = share(nrb * ncb, tid, nthr)
@@ -555,9 +560,9 @@ cdef int lstm_backward(
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
     cdef const fl_isa_ops *ops = fl_current()
-    cdef Py_ssize_t NR = panel(dh), Hp = ((H + NR - 1) // NR) * NR, nblk = Hp // NR
+    cdef Py_ssize_t NR = panel(dh), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
-    cdef Py_ssize_t Kr = P if P > 0 else H, Pp = ((P + NR - 1) // NR) * NR, npblk = Pp // NR
+    cdef Py_ssize_t Kr = P if P > 0 else H, Pp = round_up(P, NR), npblk = Pp // NR
     cdef bint by_batch
     cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
     cdef floating *panels = scratch + nthr * BIG_BLOCK * FL_KC  # shared by the team
@@ -696,7 +701,7 @@ def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     """Run lstm_forward on 1-D views of prepared buffers; returns the team size. P > 0: with
     the projection w_hr (packed (Pp/NR, H, NR)); h_state then holds Pp-wide states."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
-    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t Hp = round_up(H, NR), Pp = round_up(P, NR)
     cdef Py_ssize_t Kr = P if P > 0 else H, Krp = Pp if P > 0 else Hp
     cdef bint train = tc_state is not None
     cdef int ran
@@ -742,8 +747,8 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     weight gradients deferred (see lstm_backward). P > 0: with the projection (w_hr_t packed
     (Hp/NR, P, NR); h_state, dh, dy and dw_hh's rows Pp wide)."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
-    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
-    cdef Py_ssize_t Pp = ((P + NR - 1) // NR) * NR
+    cdef Py_ssize_t Hp = round_up(H, NR), Ip = round_up(I, NR)
+    cdef Py_ssize_t Pp = round_up(P, NR)
     cdef Py_ssize_t Kr = P if P > 0 else H, Krp = Pp if P > 0 else Hp
     cdef Py_ssize_t G4 = 4 * Hp
     cdef int ran
@@ -797,7 +802,7 @@ def weight_gradients_packed(Py_ssize_t R, Py_ssize_t I, Py_ssize_t H,
                             floating[::1] db, int num_threads=0):
     """Run lstm_weight_gradients on 1-D views; returns the team size."""
     cdef Py_ssize_t NR = 16 if floating is float else 8
-    cdef Py_ssize_t Hp = ((H + NR - 1) // NR) * NR, Ip = ((I + NR - 1) // NR) * NR
+    cdef Py_ssize_t Hp = round_up(H, NR), Ip = round_up(I, NR)
     cdef Py_ssize_t G4 = 4 * Hp
     cdef int ran
     need("dgates", dgates, R * G4)
