@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _kernels, _workspace
 from ._packing import PANEL, pack, round_up
+from ._validate import check_num_threads, check_upstream
 
 # The input projection runs over a chunk of steps at a time, at most this many gate values
 # (8 MiB in float32): memory stays bounded for long sequences, results do not change.
@@ -108,9 +109,13 @@ class KernelDirection(_Direction):
         p = self.packed
         self.proj_size = p.proj_size
         self.out_size = p.proj_size or p.hidden_size  # h's width (and the output's)
-        # the whole inference call in C, for small calls of a one-layer, one-direction model
-        self.small = None if p.proj_size else _kernels.SmallForward(
-            p.input_size, p.hidden_size, p.w_ih, p.w_hh, p.bias, _last_call)
+        # whole calls in C (inference, and forward_train with its backprop) for small calls of
+        # a one-layer, one-direction model
+        self.small = self.small_train = None
+        if not p.proj_size:
+            self.small = _kernels.SmallForward(p, _last_call)
+            self.small_train = _kernels.SmallTrain(p, _last_call, _workspace.output,
+                                                   check_upstream, check_num_threads)
 
     def _states(self, slots, B, first):
         """`slots` x B x (first's width, padded) scratch, slot 0 = `first` with zero padding; the

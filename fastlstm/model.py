@@ -182,10 +182,12 @@ class LSTM:
                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
                      if base + suffix in params}
             layers[k][d] = KernelDirection(local, self.dtype)
-        small = layers[0][0].small if len(layers) == 1 and len(layers[0]) == 1 and \
-            not self.proj_size else None
+        single = len(layers) == 1 and len(layers[0]) == 1
+        small = layers[0][0].small if single else None
+        small_train = layers[0][0].small_train if single else None
         # swapped together, after all checks
-        self._params, self._layers, self._small = params, layers, small
+        self._params, self._layers = params, layers
+        self._small, self._small_train = small, small_train
 
     def parameters(self):
         """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
@@ -434,6 +436,10 @@ class LSTM:
         With dropout > 0, each layer's output but the last is dropped out (kept elements scaled
         by 1/(1-dropout)) with a mask drawn from `seed`, or from the model's generator.
         """
+        if lengths is None and self._small_train is not None:
+            out = self._small_train(x, hx, num_threads, self.batch_first)
+            if out is not None:  # a small call with nothing to convert or explain
+                return out
         dropout, masks = None, {}
         if self.dropout and self.num_layers > 1:
             rng = self._rng if seed is None else np.random.default_rng(seed)
