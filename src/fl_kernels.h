@@ -40,7 +40,7 @@ typedef ptrdiff_t fl_idx;
         void (*colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst,              \
                        int accumulate);                                                             \
         /* Machine probes for the benchmark's "% of peak" (their results are checksums):          \
-         * iters rounds of FL_PROBE_CHAINS independent multiply-adds on whole panels, and n values \
+         * iters rounds of FL_PROBE_CHAINS multiply-adds on whole panels, and n values         \
          * (a multiple of 8 panels) read reps times as fast as the vector units can take them. */ \
         T (*probe_fma)(fl_idx iters);                                                               \
         T (*probe_read)(const T *a, fl_idx n, fl_idx reps);                                         \
@@ -60,7 +60,8 @@ typedef struct {
  * themselves cut at the same places to get the same bits. */
 #define FL_KC 256
 
-/* Independent chains of probe_fma: more than FMA latency x FMA units on current x86 cores. */
+/* Panel multiply-adds per round of probe_fma, in FL_PROBE_LIVE (fl_simd.h) independent chains:
+ * more than FMA latency x FMA units on current x86 cores. */
 #define FL_PROBE_CHAINS 12
 
 #define FL_PANEL_F32 16

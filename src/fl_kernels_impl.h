@@ -263,17 +263,27 @@ FL_INLINE T fl_lanes_sum(V v)
 
 T FL(probe_fma)(fl_idx iters)
 {
-    V acc[FL_PROBE_CHAINS];
+    /* FL_PROBE_CHAINS panel FMAs per iteration (the count the caller's rate assumes), run as
+     * FL_PROBE_LIVE chains that fit in the registers: spilled accumulators would time the stack. */
+    V acc[FL_PROBE_LIVE];
     const V m = v_set1((T)0.999999), a = v_set1((T)1e-7);
+    /* Every lane starts from its own value: with equal lanes the compiler proves the two halves
+     * of an AVX2 panel equal and computes one, and the rate would count twice the work done. */
+    T start[NR];
 #pragma GCC unroll 12
-    for (int j = 0; j < FL_PROBE_CHAINS; j++)
-        acc[j] = v_set1((T)j);
+    for (int j = 0; j < FL_PROBE_LIVE; j++) {
+        for (int l = 0; l < NR; l++)
+            start[l] = (T)(j * NR + l);
+        acc[j] = v_load(start);
+    }
     for (fl_idx i = 0; i < iters; i++)
 #pragma GCC unroll 12
-        for (int j = 0; j < FL_PROBE_CHAINS; j++)
-            acc[j] = v_fma(acc[j], m, a);
+        for (int rep = 0; rep < FL_PROBE_CHAINS / FL_PROBE_LIVE; rep++)
+#pragma GCC unroll 12
+            for (int j = 0; j < FL_PROBE_LIVE; j++)
+                acc[j] = v_fma(acc[j], m, a);
     T s = 0;
-    for (int j = 0; j < FL_PROBE_CHAINS; j++)
+    for (int j = 0; j < FL_PROBE_LIVE; j++)
         s += fl_lanes_sum(acc[j]);
     return s;
 }

@@ -42,6 +42,7 @@ typedef float T;
 #define FL_MR 4
 #define FL_NV 4
 #define FL_NV1 8 /* panels when a single row is computed (batch 1): enough independent FMA chains */
+#define FL_PROBE_LIVE 12 /* probe_fma's accumulators: 12 of the 32 vector registers */
 #if FL_DOUBLE
 typedef __m512d V;
 #define PS(op) _mm512_##op##_pd
@@ -76,6 +77,7 @@ FL_INLINE V v_select_lt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512
 #define FL_MR 3
 #define FL_NV 2
 #define FL_NV1 4
+#define FL_PROBE_LIVE 6 /* 12 of the 16 ymm registers */
 #if FL_DOUBLE
 typedef __m256d H;
 #define PS(op) _mm256_##op##_pd
@@ -130,6 +132,7 @@ FL_V2(v_ldexp(V p, V n), PS(mul)(p.a, fl_pow2_half(n.a)), PS(mul)(p.b, fl_pow2_h
 #define FL_MR 2
 #define FL_NV 2
 #define FL_NV1 4
+#define FL_PROBE_LIVE 3 /* 12 of the 16 SSE registers, a panel being 4 */
 typedef struct { T v[NR]; } V;
 #define FL_VLOOP(body) V r; for (int l = 0; l < NR; l++) { body; } return r;
 FL_INLINE V v_load(const T *p) { FL_VLOOP(r.v[l] = p[l]) }
