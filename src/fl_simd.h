@@ -84,8 +84,8 @@ FL_INLINE V v_select_lt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512
 /* GEMM tiles of 2+ rows prefetch their B panels this many k rows ahead. Without it the first
  * FMA after the B loads held 18% of the 3x2 tile's samples (c forward): its 32 KB B block does
  * not stay in L1 beside A and C. Measured on an AVX2-only Zen VM, interleaved rounds, 1 thread:
- * forward c -4.5 to -10% (float64 -11%), d -6%; fwd+bwd -1%, -3%. AVX-512 keeps its 4x4 tile's loads as they were:
- * no machine here to measure it on. */
+ * forward c -4.5 to -10% (float64 -11%), d -6%; fwd+bwd -1 to -3%. AVX-512 keeps its 4x4
+ * tile's loads as they were: no machine here to measure it on. */
 #define FL_B_AHEAD 8
 #if FL_DOUBLE
 typedef __m256d H;
