@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -208,3 +209,18 @@ def test_limit_fraction_of_a_batch1_forward():
     assert benchmark.limit_fraction(cell, limits) == pytest.approx((floor / 1e-3, "read"))
     cell["mode"] = "fwd+bwd"
     assert benchmark.limit_fraction(cell, limits) == pytest.approx((1.0 / 1e-3 / 200e9, "FMA"))
+
+
+def test_one_slow_first_call_does_not_set_the_repeat_count():
+    """Calibration: a first call slowed by a cold core must not leave the system at one call
+    per round (every sample then a cold call) while its peers repeat theirs."""
+    calls = []
+
+    def fn():
+        calls.append(None)
+        time.sleep(0.03 if len(calls) == 1 else 0.001)
+
+    s = benchmark.System("slow first", fn, extract=lambda r: {})
+    benchmark.time_interleaved([s], budget=0.0, min_rounds=1, max_rounds=1,
+                               target_round=0.02)
+    assert s.inner > 1 and len(s.samples) == 1
