@@ -29,11 +29,11 @@ Method:
 - Timing: per (workload, mode, threads) cell, the systems run in interleaved rounds (round r runs
   every system once, starting from a different one each round, ``inner`` back-to-back calls so a
   round lasts >= ~40 ms; ``inner`` comes from one timed call, or the faster of two when the
-  first took 1-4 rounds' worth), so machine noise hits them alike; the number of rounds fits the cell's
-  time budget (within a minimum and maximum). With more than one thread each system's round
-  follows an idle gap: every library's worker pool spins for a while after a call (OpenBLAS up to
-  ~0.1 s) and would otherwise steal a core from the next system. Reported: the median over rounds
-  of the per-call time; results.json keeps every sample.
+  first took 1-4 rounds' worth), so machine noise hits them alike; the number of rounds fits
+  the cell's time budget (within a minimum and maximum). With more than one thread each
+  system's round follows an idle gap: every library's worker pool spins for a while after a
+  call (OpenBLAS up to ~0.1 s) and would otherwise steal a core from the next system.
+  Reported: the median over rounds of the per-call time; results.json keeps every sample.
 - FLOPs: fwd = 2 * 4H * (I + H) * B * T (the two matrix products; gate math not counted),
   fwd+bwd = 3x.
 - % of limit, against this machine's limits measured at the start of the run (``limits`` in
