@@ -146,9 +146,9 @@ class KernelDirection(_Direction):
         xf, xs_t, xs_b = _flat(x)
         yf, ys_t, ys_b = _flat(y)
         _last_call.num_threads = _kernels.forward(
-            xf, xs_t, xs_b, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1), p.bias, gates,
-            chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b, num_threads,
-            **proj)
+            xf, xs_t, xs_b, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1), p.weight_group,
+            p.bias, gates, chunk, h_state.reshape(-1), c_state.reshape(-1), None, yf, ys_t, ys_b,
+            num_threads, **proj)
         h_n, c_n = h_state[T % 2, :, :self.out_size].copy(), c_state[0, :, :H].copy()
         _workspace.give(gates, h_state, c_state, h_full)
         return h_n, c_n
@@ -169,8 +169,8 @@ class KernelDirection(_Direction):
         yf, ys_t, ys_b = _flat(y)
         _last_call.num_threads = _kernels.forward(
             xpad.reshape(-1), B * Kp, Kp, T, B, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
-            p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1), c_state.reshape(-1),
-            tc_state.reshape(-1), yf, ys_t, ys_b, num_threads, **proj)
+            p.weight_group, p.bias, gates.reshape(-1), max(T, 1), h_state.reshape(-1),
+            c_state.reshape(-1), tc_state.reshape(-1), yf, ys_t, ys_b, num_threads, **proj)
         h_n, c_n = h_state[T, :, :self.out_size].copy(), c_state[T, :, :H].copy()
         return h_n, c_n, (p, T, B, K, (gates, h_state, c_state, tc_state, xpad, h_full))
 
@@ -245,8 +245,8 @@ class KernelDirection(_Direction):
             yf, ys_t, ys_b = _flat(y[t0:t1, :n])
             _last_call.num_threads = _kernels.forward(
                 xk.reshape(-1), n * Kp, Kp, L, n, K, H, p.w_ih.reshape(-1), p.w_hh.reshape(-1),
-                p.bias, gates[o:o + L * n].reshape(-1), L, hk.reshape(-1), ck.reshape(-1),
-                tc_state[o:o + L * n].reshape(-1), yf, ys_t, ys_b, num_threads)
+                p.weight_group, p.bias, gates[o:o + L * n].reshape(-1), L, hk.reshape(-1),
+                ck.reshape(-1), tc_state[o:o + L * n].reshape(-1), yf, ys_t, ys_b, num_threads)
             h[:n], c[:n] = hk[L * n:, :H], ck[L * n:, :H]
         buffers = (xpad, gates, tc_state, h_state, c_state)
         return h, c, (p, segs, offs, x.shape, buffers)

@@ -10,7 +10,7 @@ ctypedef fused floating:
 cdef int lstm_forward(
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
-    const floating *w_ih, const floating *w_hh, const floating *bias,
+    const floating *w_ih, const floating *w_hh, Py_ssize_t wgroup, const floating *bias,
     floating *gates, Py_ssize_t chunk,
     floating *h_state, floating *c_state, floating *tc_state,
     floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,

@@ -5,7 +5,8 @@ import numpy as np
 def forward(
     x: np.ndarray,  # const floating[::1]
     xs_t: int, xs_b: int, T: int, B: int, I: int, H: int,
-    w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray | None,  # const floating[::1]
+    w_ih: np.ndarray, w_hh: np.ndarray, wgroup: int,  # const floating[::1]; wgroup 1, 2 or 4
+    bias: np.ndarray | None,
     gates: np.ndarray, chunk: int,  # floating[::1]
     h_state: np.ndarray, c_state: np.ndarray, tc_state: np.ndarray | None,  # floating[::1]
     y: np.ndarray, ys_t: int, ys_b: int,  # floating[::1]
@@ -60,4 +61,5 @@ def pack_slabs(
     rows: np.ndarray,  # const floating[:, ::1]
     out: np.ndarray,  # floating[:, :, ::1]
 ) -> None: ...
+def weight_group(dtype: object) -> int: ...
 def thread_fpmodes(num_threads: int) -> list[int]: ...

@@ -35,12 +35,13 @@ class Packed:
 
     input_size: int
     hidden_size: int
-    w_ih: np.ndarray  # forward, (Hp/NR, I, 4*NR): W_ih^T, one slab per unit block
-    w_hh: np.ndarray  # forward, (Hp/NR, K, 4*NR): W_hh^T, one slab per unit block (K = H or P)
+    w_ih: np.ndarray  # forward, (4Hp/(g*NR), I, g*NR): W_ih^T in slabs of g = weight_group panels
+    w_hh: np.ndarray  # forward, (4Hp/(g*NR), K, g*NR): W_hh^T likewise (K = H or P)
     bias: Optional[np.ndarray]  # (4Hp,): b_ih + b_hh, or None without bias
     w_ih_t: np.ndarray  # backward, (Ip/NR, 4Hp, NR): W_ih, rows interleaved, by column panels
     w_hh_t: np.ndarray  # backward, (Kp/NR, 4Hp, NR): W_hh, rows interleaved, by column panels
     to_torch_rows: np.ndarray  # (4H,): interleaved row of each PyTorch row, to unpack gradients
+    weight_group: int  # g: panels per forward slab (4/g slabs per unit block)
     proj_size: int = 0  # P; 0: no projection, and the two below are None
     w_hr: Optional[np.ndarray] = None  # forward, (Pp/NR, H, NR): W_hr^T by output panels
     w_hr_t: Optional[np.ndarray] = None  # backward, (Hp/NR, P, NR): W_hr by column panels
@@ -77,6 +78,9 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype, weight_hr=None):
     Hp = round_up(hidden_size, panel)
     K = weight_hh.shape[1]  # the recurrent input: hidden_size, or proj_size
     Kp = round_up(K, panel)
+    # slabs as wide as the active ISA's GEMM tiles, so each tile streams one slab (the layout
+    # travels with the pack: a later ISA switch still computes the same bits, only slower)
+    group = _kernels.weight_group(dtype)
 
     def interleave_rows(w, width):
         """(4H, K) in blocks i, f, g, o -> (4Hp, width): per unit block, its i, f, g, o rows."""
@@ -103,11 +107,12 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype, weight_hr=None):
     return Packed(
         input_size=input_size,
         hidden_size=hidden_size,
-        w_ih=_slabs(wih_rows, input_size, 4 * panel),
-        w_hh=_slabs(whh_rows, K, 4 * panel),
+        w_ih=_slabs(wih_rows, input_size, group * panel),
+        w_hh=_slabs(whh_rows, K, group * panel),
         bias=bias,
         w_ih_t=_slabs(np.ascontiguousarray(wih_rows.T), 4 * Hp, panel),
         w_hh_t=_slabs(np.ascontiguousarray(whh_rows.T), 4 * Hp, panel),
         to_torch_rows=to_torch,
+        weight_group=group,
         **proj,
     )

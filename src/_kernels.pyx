@@ -7,8 +7,10 @@ Layouts (NR = 16 floats or 8 doubles, one 64-byte panel; Hp = H rounded up to NR
 - gates: rows of G4 values. Hidden units come in blocks of NR; block u owns the four panels
   [4u, 4u+4) holding its i, f, g, o gates. Whoever owns a unit block owns all it needs.
 - packed weights (built once by fastlstm/_packing.py): w_ih (I x G4) and w_hh (H x G4) hold the
-  transposed weights one unit block at a time (a K x 4*NR slab per block, so a block's four gates
-  stream from one place), zero in padding, with b_ih + b_hh pre-summed into one G4 row. The
+  transposed weights in slabs of wgroup panels (K x wgroup*NR each; wgroup divides 4, so a unit
+  block's four gates are 4/wgroup whole slabs, one after another), zero in padding, with
+  b_ih + b_hh pre-summed into one G4 row. wgroup is the ISA's weight_group at packing time: the
+  panels of one GEMM register tile, which then reads its weights as one contiguous stream. The
   backward reads w_ih_t (G4 x Ip) and w_hh_t (G4 x Hp): the weights themselves, rows in the same
   interleaved gate order, stored one NR-wide panel of columns at a time (a G4 x NR slab each), so
   a GEMM walks each panel's column contiguously: row-major, a row stride of 4 KiB (H = 1024) put
@@ -51,6 +53,7 @@ cdef extern from "fl_kernels.h" nogil:
         void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *, int) noexcept nogil
         float (*probe_fma)(fl_idx) noexcept nogil
         float (*probe_read)(const float *, fl_idx, fl_idx) noexcept nogil
+        int weight_group
     ctypedef struct fl_ops_f64:
         void (*gemm)(fl_idx, fl_idx, fl_idx, const double *, fl_idx, fl_idx, const double *,
                      fl_idx, fl_idx, fl_idx, double *, fl_idx, int, const double *) noexcept nogil
@@ -60,6 +63,7 @@ cdef extern from "fl_kernels.h" nogil:
         void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *, int) noexcept nogil
         double (*probe_fma)(fl_idx) noexcept nogil
         double (*probe_read)(const double *, fl_idx, fl_idx) noexcept nogil
+        int weight_group
     ctypedef struct fl_isa_ops:
         const char *name
         fl_ops_f32 f32
@@ -82,7 +86,10 @@ cdef extern from "fl_omp.h" nogil:
     unsigned int fl_fpmode_flags()
 
 cdef enum:
-    ROW_BLOCK = 32  # rows of the input projection handed out as one unit of work
+    # rows of the input projection handed out as one unit of work: a multiple of every ISA's tile
+    # rows (AVX2 3, AVX-512 4, portable 2). At 32, AVX2 ran a 2-row remainder tile in every
+    # block; 48 measured 3-6% faster on d) and c) forwards (AVX2 Zen VM, 1 and 2 threads).
+    ROW_BLOCK = 48
     ROW_GROUP = 8  # row blocks of the input projection whose x rows stay in L2 together
     BIG_BLOCK = 256  # rows of the backward's big GEMMs per unit: their weights stream once per unit
 
@@ -205,7 +212,8 @@ def split_thresholds(step_bytes=None, thread_bytes=None):
 cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t tn,
                            Py_ssize_t B, Py_ssize_t I, Py_ssize_t Hp, const floating *x,
                            Py_ssize_t xs_t, Py_ssize_t xs_b, const floating *w_ih,
-                           const floating *bias, floating *gates) noexcept nogil:
+                           Py_ssize_t wgroup, const floating *bias,
+                           floating *gates) noexcept nogil:
     """gates[t, b] = bias + x[t, b] @ W_ih^T for tn steps, this thread's share of the tiles."""
     cdef Py_ssize_t NR = panel(gates), nblk = Hp // NR, G4 = 4 * Hp
     cdef Py_ssize_t ngroups, M, rsa, ldc, a_group, c_group
@@ -229,22 +237,24 @@ cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         u = rem // rin
         m0 = (rg * ROW_GROUP + rem % rin) * ROW_BLOCK
         m = M - m0 if M - m0 < ROW_BLOCK else ROW_BLOCK
-        gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR, 4 * NR,
-             4, 4 * I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR, ldc, 0,
-             bias + 4 * u * NR if bias != NULL else <const floating *>NULL)
+        gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR,
+             wgroup * NR, wgroup, wgroup * I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR,
+             ldc, 0, bias + 4 * u * NR if bias != NULL else <const floating *>NULL)
 
 
 cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0,
                          Py_ssize_t u1, Py_ssize_t H, Py_ssize_t Hp, Py_ssize_t Kr,
-                         const floating *w_hh, floating *g, const floating *h_prev,
-                         floating *h_next, const floating *c_prev, floating *c_next, floating *tc,
-                         floating *y, Py_ssize_t ys_b) noexcept nogil:
+                         const floating *w_hh, Py_ssize_t wgroup, floating *g,
+                         const floating *h_prev, floating *h_next, const floating *c_prev,
+                         floating *c_next, floating *tc, floating *y,
+                         Py_ssize_t ys_b) noexcept nogil:
     """One time step for rows [b0, b1) and unit blocks [u0, u1): gates += h_prev @ W_hh^T, then
     the fused cell; h goes to h_next and, unless y is NULL, to the user's output rows y. h_prev
     rows hold Kr values (H, or proj_size with a projection), padded to a panel."""
     cdef Py_ssize_t NR = panel(g), G4 = 4 * Hp, Krp = round_up(Kr, NR), b, j, j1
     gemm(ops, b1 - b0, 4 * (u1 - u0), Kr, h_prev + b0 * Krp, Krp, 1, w_hh + 4 * u0 * Kr * NR,
-         4 * NR, 4, 4 * Kr * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1, <floating *>NULL)
+         wgroup * NR, wgroup, wgroup * Kr * NR, g + b0 * G4 + 4 * u0 * NR, G4, 1,
+         <floating *>NULL)
     j1 = u1 * NR if u1 * NR < H else H
     for b in range(b0, b1):
         gates_fwd(ops, u1 - u0, g + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
@@ -274,7 +284,7 @@ cdef void project_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_s
 cdef int lstm_forward(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
-        const floating *w_ih, const floating *w_hh, const floating *bias,
+        const floating *w_ih, const floating *w_hh, Py_ssize_t wgroup, const floating *bias,
         floating *gates, Py_ssize_t chunk,
         floating *h_state, floating *c_state, floating *tc_state,
         floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
@@ -288,10 +298,11 @@ cdef int lstm_forward(
     the cell (by unit blocks) and the projection (by output panels).
 
     x[t, b, :] is at x + t*xs_t + b*xs_b (rows of I); y[t, b, :] likewise with ys_t, ys_b (rows of
-    H). gates holds `chunk` steps (all T when training). tc_state is NULL for inference, which
-    then uses 2 h slots and 1 c slot; when training every slot is kept (see the module notes).
-    Slot 0 of h_state and c_state must hold h0 and c0 (padding zero). The final state ends in
-    slot T (training) or h slot T % 2 and c slot 0 (inference).
+    H). w_ih and w_hh are packed in slabs of wgroup panels (1, 2 or 4; module notes). gates holds
+    `chunk` steps (all T when training). tc_state is NULL for inference, which then uses 2 h
+    slots and 1 c slot; when training every slot is kept (see the module notes). Slot 0 of
+    h_state and c_state must hold h0 and c0 (padding zero). The final state ends in slot T
+    (training) or h slot T % 2 and c slot 0 (inference).
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
@@ -326,7 +337,7 @@ cdef int lstm_forward(
         while t0 < T:
             tn = T - t0 if T - t0 < chunk else chunk
             input_projection(ops, tid, omp_get_num_threads(), tn, B, I, Hp, x + t0 * xs_t,
-                             xs_t, xs_b, w_ih, bias, gates)
+                             xs_t, xs_b, w_ih, wgroup, bias, gates)
             fl_barrier()
             for t in range(t0, t0 + tn):
                 hs = t if train else t % 2
@@ -342,14 +353,14 @@ cdef int lstm_forward(
                     hcell = h_full + (t * S if train else 0)
                     ycell = NULL
                 if by_batch:
-                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, Kr, w_hh,
+                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, Kr, w_hh, wgroup,
                                    gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
                                    c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
                     if P > 0:
                         project_step(ops, lo, hi, 0, npblk, H, P, w_hr, hcell,
                                      h_state + hd * Sr, y + t * ys_t, ys_b)
                 else:
-                    recurrent_step(ops, 0, B, lo, hi, H, Hp, Kr, w_hh,
+                    recurrent_step(ops, 0, B, lo, hi, H, Hp, Kr, w_hh, wgroup,
                                    gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
                                    c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
                     if P > 0:
@@ -693,8 +704,8 @@ cdef inline int need(str name, const floating[::1] a, Py_ssize_t n) except -1:
 
 def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
             Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-            const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] bias,
-            floating[::1] gates, Py_ssize_t chunk,
+            const floating[::1] w_ih, const floating[::1] w_hh, Py_ssize_t wgroup,
+            const floating[::1] bias, floating[::1] gates, Py_ssize_t chunk,
             floating[::1] h_state, floating[::1] c_state, floating[::1] tc_state,
             floating[::1] y, Py_ssize_t ys_t, Py_ssize_t ys_b, int num_threads=0,
             Py_ssize_t P=0, const floating[::1] w_hr=None, floating[::1] h_full=None):
@@ -707,6 +718,8 @@ def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     cdef int ran
     if chunk < 1:
         raise ValueError("internal: chunk must be >= 1")
+    if wgroup not in (1, 2, 4):
+        raise ValueError(f"internal: weight group must be 1, 2 or 4, got {wgroup}")
     if P > 0 and (w_hr is None or h_full is None):
         raise ValueError("internal: a projection needs w_hr and h_full")
     need("x", x, (T - 1) * xs_t + (B - 1) * xs_b + I if T and B else 0)
@@ -728,8 +741,8 @@ def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     cdef floating *p[6]
     p[:] = [ptr(gates), ptr(h_state), ptr(c_state), ptr(tc_state), ptr(y), ptr(h_full)]
     with nogil:
-        ran = lstm_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, cbias, p[0], chunk, p[1],
-                           p[2], p[3], p[4], ys_t, ys_b, P, cw_hr, p[5], num_threads)
+        ran = lstm_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, wgroup, cbias, p[0], chunk,
+                           p[1], p[2], p[3], p[4], ys_t, ys_b, P, cw_hr, p[5], num_threads)
     return ran
 
 
@@ -897,7 +910,7 @@ cdef class _SmallCall:
     cdef const void *w_ih
     cdef const void *w_hh
     cdef const void *bias
-    cdef Py_ssize_t I, H, Hp, Ip, z  # z: bytes per value
+    cdef Py_ssize_t I, H, Hp, Ip, z, wgroup  # z: bytes per value
     cdef bint wide
     cdef char fmt[2]
 
@@ -916,6 +929,7 @@ cdef class _SmallCall:
         self.Hp, self.Ip = round_up(self.H, NR), round_up(self.I, NR)
         self.w_ih = <const void *>address(packed.w_ih)
         self.w_hh = <const void *>address(packed.w_hh)
+        self.wgroup = packed.weight_group
         self.bias = <const void *>address(packed.bias)
 
     cdef int accept(self, x, hx, num_threads, bint batch_first, SmallArgs *a) except -1:
@@ -995,7 +1009,7 @@ cdef class SmallForward(_SmallCall):
                 ran = lstm_forward[double](
                     T, B, I, H, <const double *>a.x.buf, (I if batch_first else B * I),
                     (T * I if batch_first else I), <const double *>self.w_ih,
-                    <const double *>self.w_hh, <const double *>self.bias,
+                    <const double *>self.w_hh, self.wgroup, <const double *>self.bias,
                     <double *>(scratch + 3 * S * z), T, <double *>scratch,
                     <double *>(scratch + 2 * S * z), NULL, <double *>yb.buf,
                     (H if batch_first else B * H), (T * H if batch_first else H), 0, NULL, NULL,
@@ -1004,7 +1018,7 @@ cdef class SmallForward(_SmallCall):
                 ran = lstm_forward[float](
                     T, B, I, H, <const float *>a.x.buf, (I if batch_first else B * I),
                     (T * I if batch_first else I), <const float *>self.w_ih,
-                    <const float *>self.w_hh, <const float *>self.bias,
+                    <const float *>self.w_hh, self.wgroup, <const float *>self.bias,
                     <float *>(scratch + 3 * S * z), T, <float *>scratch,
                     <float *>(scratch + 2 * S * z), NULL, <float *>yb.buf,
                     (H if batch_first else B * H), (T * H if batch_first else H), 0, NULL, NULL,
@@ -1077,17 +1091,17 @@ cdef class SmallTrain(_SmallCall):
             if self.wide:
                 ran = lstm_forward[double](
                     T, B, I, H, <const double *>buf[0], B * Ip, Ip, <const double *>self.w_ih,
-                    <const double *>self.w_hh, <const double *>self.bias, <double *>buf[1], T,
-                    <double *>buf[2], <double *>buf[3], <double *>buf[4], <double *>yb.buf,
-                    (H if batch_first else B * H), (T * H if batch_first else H), 0, NULL, NULL,
-                    a.num_threads)
+                    <const double *>self.w_hh, self.wgroup, <const double *>self.bias,
+                    <double *>buf[1], T, <double *>buf[2], <double *>buf[3], <double *>buf[4],
+                    <double *>yb.buf, (H if batch_first else B * H), (T * H if batch_first else H),
+                    0, NULL, NULL, a.num_threads)
             else:
                 ran = lstm_forward[float](
                     T, B, I, H, <const float *>buf[0], B * Ip, Ip, <const float *>self.w_ih,
-                    <const float *>self.w_hh, <const float *>self.bias, <float *>buf[1], T,
-                    <float *>buf[2], <float *>buf[3], <float *>buf[4], <float *>yb.buf,
-                    (H if batch_first else B * H), (T * H if batch_first else H), 0, NULL, NULL,
-                    a.num_threads)
+                    <const float *>self.w_hh, self.wgroup, <const float *>self.bias,
+                    <float *>buf[1], T, <float *>buf[2], <float *>buf[3], <float *>buf[4],
+                    <float *>yb.buf, (H if batch_first else B * H), (T * H if batch_first else H),
+                    0, NULL, NULL, a.num_threads)
         PyBuffer_Release(&yb)
         release_args(&a)
         h_n = self.new_state(B, buf[2] + R * Hp * z)  # slot T of each
@@ -1287,6 +1301,13 @@ def pack_slabs(const floating[:, ::1] rows, floating[:, :, ::1] out):
 
 # ------------------------------------------------------------------------------------------------
 # Build and CPU facts
+
+def weight_group(dtype):
+    """Panels per slab that the active ISA's GEMM tiles read as one stream, for packing forward
+    weights of this dtype (any of 1, 2, 4 gives the same results; this one is fastest)."""
+    cdef const fl_isa_ops *ops = fl_current()
+    return ops.f64.weight_group if np.dtype(dtype) == np.float64 else ops.f32.weight_group
+
 
 def thread_fpmodes(int num_threads):
     """The FTZ/DAZ bits of MXCSR (0 = subnormals kept) in each thread of an OpenMP team of

@@ -4,9 +4,10 @@
  *   panel   NR consecutive values of a row: 16 floats or 8 doubles (64 bytes).
  *   block   one block of NR hidden units; its 4*NR gate values are the i, f, g, o panels, in order.
  *   packed  a K x (P*NR) matrix stored in groups of gp panels, each group K rows of gp*NR values:
- *           element (k, n), in panel p = n/NR, at b[(p/gp)*bgs + (p%gp)*NR + k*ldb + n%NR]. Weights
- *           use gp = 4 (a unit block: one contiguous stream per block), ldb = 4*NR, bgs = K*4*NR;
- *           a plain row-major matrix is gp = 1, bgs = NR, ldb = its row length.
+ *           element (k, n), in panel p = n/NR, at b[(p/gp)*bgs + (p%gp)*NR + k*ldb + n%NR]. The
+ *           forward weights use gp = the ISA's weight_group (the panels of one register tile, so
+ *           a tile reads one contiguous stream), ldb = gp*NR, bgs = K*gp*NR; a plain row-major
+ *           matrix is gp = 1, bgs = NR, ldb = its row length.
  *
  * Every function is a pure computation with no failure mode and no allocation (callers own all
  * memory), safe to call from many threads at once on disjoint outputs.
@@ -44,6 +45,10 @@ typedef ptrdiff_t fl_idx;
          * (a multiple of 8 panels) read reps times as fast as the vector units can take them. */ \
         T (*probe_fma)(fl_idx iters);                                                               \
         T (*probe_read)(const T *a, fl_idx n, fl_idx reps);                                         \
+        /* Panels a GEMM register tile spans when it has 2+ rows: the group size gp that lets   \
+         * each tile read its weights as one contiguous stream (packing hint only: gemm is     \
+         * correct, bitwise, for any gp). */                                                    \
+        int weight_group;                                                                           \
     } fl_ops_##SUF;
 
 FL_DECLARE_OPS(float, f32)

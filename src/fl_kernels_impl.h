@@ -312,7 +312,8 @@ T FL(probe_read)(const T *a, fl_idx n, fl_idx reps)
 }
 
 /* The table fl_dispatch.c points at. */
-#define FL_OPS_INIT {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum), FL(probe_fma), FL(probe_read)}
+#define FL_OPS_INIT \
+    {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum), FL(probe_fma), FL(probe_read), FL_NV}
 #if FL_DOUBLE
 const fl_ops_f64 FL(ops) = FL_OPS_INIT;
 #else

@@ -42,7 +42,7 @@ typedef float T;
 #define FL_ISASUF avx512
 /* Register tile of the GEMM microkernel: MR rows x NV panels of accumulators. */
 #define FL_MR 4
-#define FL_NV 4
+#define FL_NV 4 /* also the forward weights' slab width (weight_group, fl_kernels.h) */
 #define FL_NV1 8 /* panels when a single row is computed (batch 1): enough independent FMA chains */
 #define FL_PROBE_LIVE 12 /* probe_fma's accumulators: 12 of the 32 vector registers */
 #define FL_B_AHEAD 0 /* no software prefetch of the GEMM's packed B (see AVX2) */
@@ -78,6 +78,8 @@ FL_INLINE V v_select_lt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512
 #elif defined(FL_ISA_AVX2)
 #define FL_ISASUF avx2
 #define FL_MR 3
+/* Weights packed in slabs of this width (weight_group): a 3x2 tile then streams one slab. With
+ * slabs of 4 it read half of each 256-byte row, and the GEMM ran 3-7% slower (B from L2/L3). */
 #define FL_NV 2
 #define FL_NV1 4
 #define FL_PROBE_LIVE 6 /* 12 of the 16 ymm registers */

@@ -136,6 +136,43 @@ def test_bitwise_identical_across_num_threads_with_projection(isa, split_policy,
             g = model.forward_train(x, hx, num_threads=nt)[2](*up, num_threads=nt)
             assert np.array_equal(g["weight_hr_l0"], ref_hr), context
 
+# (T, B, I, H, P): plain, batch-1, a partial unit block, a projection (its w_hh is P x G4)
+SLAB_SHAPES = [(5, 7, 33, 40, 0), (6, 1, 7, 100, 0), (3, 9, 260, 300, 0), (4, 5, 6, 50, 20)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_bitwise_identical_for_any_weight_slab_width(isa, dtype, monkeypatch):
+    """The forward weights are packed in slabs as wide as the packing-time ISA's GEMM tile
+    (_kernels.weight_group); a pack of another width (another ISA's, or one made before
+    select_isa switched) must give the same bits on every path: inference, training, ragged."""
+    rng = np.random.default_rng(31)
+    native = _kernels.weight_group(dtype)
+    for T, B, I, H, P in SLAB_SHAPES:
+        x, hx, up = _data(rng, T, B, I, H, dtype, False)
+        if P:
+            hx = (hx[0][:, :, :P].copy(), hx[1])
+            up = (up[0][:, :, :P].copy(), up[1][:, :, :P].copy(), up[2])
+        lengths = rng.integers(0, T + 1, B)
+
+        def run():
+            model = fastlstm.LSTM(I, H, proj_size=P, dtype=dtype, seed=5)
+            group = model._layers[0][0].packed.weight_group
+            out = _everything(model, x, hx, up, 2)
+            y, (h, c) = model(x, hx, lengths=lengths, num_threads=2)
+            out.update({"ragged.output": y, "ragged.h_n": h, "ragged.c_n": c})
+            return group, out
+
+        group, ref = run()
+        assert group == native
+        for width in (1, 2, 4):
+            monkeypatch.setattr(_kernels, "weight_group", lambda dtype, width=width: width)
+            group, got = run()
+            monkeypatch.undo()
+            assert group == width  # the pack really took the width under test
+            _assert_bitwise(ref, got, f"isa={isa} {np.dtype(dtype).name} T,B,I,H,P="
+                                      f"{T, B, I, H, P} slab width {width} vs {native}")
+
+
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_bitwise_identical_across_num_threads_no_bias_unbatched(split_policy, dtype):
