@@ -80,7 +80,7 @@ cdef extern from "fl_omp.h" nogil:
     int omp_get_max_threads()
     int omp_get_num_threads()
     int omp_get_thread_num()
-    void fl_barrier()
+    void fl_barrier(int team)
     unsigned int fl_flush_denormals()
     void fl_restore_fpmode(unsigned int old)
     unsigned int fl_fpmode_flags()
@@ -281,6 +281,69 @@ cdef void project_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_s
             y[b * ys_b + j] = r[b * Pp + j]
 
 
+cdef void forward_thread(
+        const fl_isa_ops *ops, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
+        const floating *w_ih, const floating *w_hh, Py_ssize_t wgroup, const floating *bias,
+        floating *gates, Py_ssize_t chunk,
+        floating *h_state, floating *c_state, floating *tc_state,
+        floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+        Py_ssize_t P, const floating *w_hr, floating *h_full,
+        bint by_batch, int tid, int n) noexcept nogil:
+    """Thread tid's share of lstm_forward, in a team of n that all call this (n = 1: all of it,
+    no OpenMP region needed)."""
+    cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
+    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
+    cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * round_up(Kr, NR)
+    cdef Py_ssize_t npblk = (P + NR - 1) // NR
+    cdef bint train = tc_state != NULL
+    cdef Py_ssize_t lo = share(B if by_batch else nblk, tid, n)
+    cdef Py_ssize_t hi = share(B if by_batch else nblk, tid + 1, n)
+    cdef Py_ssize_t plo = share(npblk, tid, n), phi = share(npblk, tid + 1, n)
+    cdef Py_ssize_t t0 = 0, tn, t, hs, hd, cs, cd
+    cdef floating *tc
+    cdef floating *hcell
+    cdef floating *ycell
+    cdef unsigned int fpmode = fl_flush_denormals()
+    while t0 < T:
+        tn = T - t0 if T - t0 < chunk else chunk
+        input_projection(ops, tid, n, tn, B, I, Hp, x + t0 * xs_t, xs_t, xs_b, w_ih, wgroup,
+                         bias, gates)
+        fl_barrier(n)
+        for t in range(t0, t0 + tn):
+            hs = t if train else t % 2
+            hd = t + 1 if train else (t + 1) % 2
+            cs = t if train else 0
+            cd = t + 1 if train else 0
+            tc = NULL
+            if train:
+                tc = tc_state + t * S
+            hcell = h_state + hd * Sr  # where the cell writes h
+            ycell = y + t * ys_t
+            if P > 0:
+                hcell = h_full + (t * S if train else 0)
+                ycell = NULL
+            if by_batch:
+                recurrent_step(ops, lo, hi, 0, nblk, H, Hp, Kr, w_hh, wgroup,
+                               gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
+                               c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
+                if P > 0:
+                    project_step(ops, lo, hi, 0, npblk, H, P, w_hr, hcell, h_state + hd * Sr,
+                                 y + t * ys_t, ys_b)
+            else:
+                recurrent_step(ops, 0, B, lo, hi, H, Hp, Kr, w_hh, wgroup,
+                               gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
+                               c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
+                if P > 0:
+                    fl_barrier(n)  # the cell's h_t is complete before the projection
+                    project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell, h_state + hd * Sr,
+                                 y + t * ys_t, ys_b)
+                fl_barrier(n)  # h_t (r_t) is complete before anyone reads it
+        fl_barrier(n)  # the next chunk overwrites gates
+        t0 = t0 + tn
+    fl_restore_fpmode(fpmode)
+
+
 cdef int lstm_forward(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
@@ -305,72 +368,24 @@ cdef int lstm_forward(
     (training) or h slot T % 2 and c slot 0 (inference).
     """
     cdef const fl_isa_ops *ops = fl_current()
-    cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
-    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
-    cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * round_up(Kr, NR)
-    cdef Py_ssize_t npblk = (P + NR - 1) // NR
-    cdef bint train = tc_state != NULL
     cdef bint by_batch
-    cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
-    cdef int tid
+    cdef int nthr = plan_team(B, H, P, panel(gates), sizeof(floating), num_threads, &by_batch)
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
-    cdef Py_ssize_t t0, tn, t, lo, hi, plo, phi, hs, hd, cs, cd
-    cdef floating *tc = NULL
-    cdef floating *hcell = NULL
-    cdef floating *ycell = NULL
-    cdef unsigned int fpmode
-    tid = 0; t0 = tn = t = lo = hi = plo = phi = hs = hd = cs = cd = 0
-    fpmode = 0
-    ran[0] = 1
+    cdef int tid = 0, n = 0  # (set before the region: GCC cannot see OpenMP initialize them)
     if T == 0 or B == 0:
         return 1
+    if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
+        forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
+                       h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1)
+        return 1
     with parallel(num_threads=nthr):
-        fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
+        n = omp_get_num_threads()
         if tid == 0:
-            ran[0] = omp_get_num_threads()
-        lo = share(B if by_batch else nblk, tid, omp_get_num_threads())
-        hi = share(B if by_batch else nblk, tid + 1, omp_get_num_threads())
-        plo = share(npblk, tid, omp_get_num_threads())
-        phi = share(npblk, tid + 1, omp_get_num_threads())
-        t0 = 0
-        while t0 < T:
-            tn = T - t0 if T - t0 < chunk else chunk
-            input_projection(ops, tid, omp_get_num_threads(), tn, B, I, Hp, x + t0 * xs_t,
-                             xs_t, xs_b, w_ih, wgroup, bias, gates)
-            fl_barrier()
-            for t in range(t0, t0 + tn):
-                hs = t if train else t % 2
-                hd = t + 1 if train else (t + 1) % 2
-                cs = t if train else 0
-                cd = t + 1 if train else 0
-                tc = NULL
-                if train:
-                    tc = tc_state + t * S
-                hcell = h_state + hd * Sr  # where the cell writes h
-                ycell = y + t * ys_t
-                if P > 0:
-                    hcell = h_full + (t * S if train else 0)
-                    ycell = NULL
-                if by_batch:
-                    recurrent_step(ops, lo, hi, 0, nblk, H, Hp, Kr, w_hh, wgroup,
-                                   gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
-                                   c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
-                    if P > 0:
-                        project_step(ops, lo, hi, 0, npblk, H, P, w_hr, hcell,
-                                     h_state + hd * Sr, y + t * ys_t, ys_b)
-                else:
-                    recurrent_step(ops, 0, B, lo, hi, H, Hp, Kr, w_hh, wgroup,
-                                   gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
-                                   c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
-                    if P > 0:
-                        fl_barrier()  # the cell's h_t is complete before the projection
-                        project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell,
-                                     h_state + hd * Sr, y + t * ys_t, ys_b)
-                    fl_barrier()  # h_t (r_t) is complete before anyone reads it
-            fl_barrier()  # the next chunk overwrites gates
-            t0 = t0 + tn
-        fl_restore_fpmode(fpmode)
+            ran[0] = n
+        forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
+                       h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, tid,
+                       n)
     return ran[0]
 
 
@@ -396,14 +411,15 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
 
 cdef void projected_backward_step(
         const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0, Py_ssize_t u1,
-        Py_ssize_t p0, Py_ssize_t p1, bint meet, Py_ssize_t H, Py_ssize_t P, const floating *act,
+        Py_ssize_t p0, Py_ssize_t p1, int team, Py_ssize_t H, Py_ssize_t P, const floating *act,
         const floating *c_prev, const floating *tc, const floating *dy, Py_ssize_t dys_b,
         const floating *w_hr_t, const floating *w_hh_t, floating *dr, floating *dr_keep,
         floating *dh, floating *dc, floating *dg) noexcept nogil:
     """One step of BPTT through a projection, for rows [b0, b1), unit blocks [u0, u1) and
     projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
-    gradients, then dr = dgates @ W_hh for the step before. `meet`: the unit split, whose threads
-    wait for each other before each product that reads what the others wrote."""
+    gradients, then dr = dgates @ W_hh for the step before. team: the size of the unit split's
+    team, whose threads wait for each other before each product that reads what the others wrote
+    (1 for the batch split: no one to wait for)."""
     cdef Py_ssize_t NR = panel(dr), Hp = round_up(H, NR)
     cdef Py_ssize_t Pp = round_up(P, NR), G4 = 4 * Hp, b, j
     cdef Py_ssize_t j1 = p1 * NR if p1 * NR < P else P
@@ -413,13 +429,11 @@ cdef void projected_backward_step(
                 dr[b * Pp + j] += dy[b * dys_b + j]
         for j in range(p0 * NR, p1 * NR):
             dr_keep[b * Pp + j] = dr[b * Pp + j]
-    if meet:
-        fl_barrier()  # all of dr is in
+    fl_barrier(team)  # all of dr is in
     gemm(ops, b1 - b0, u1 - u0, P, dr + b0 * Pp, Pp, 1, w_hr_t + u0 * P * NR, NR, 1, P * NR,
          dh + b0 * Hp + u0 * NR, Hp, 0, <floating *>NULL)
     backward_step(ops, b0, b1, u0, u1, H, Hp, act, c_prev, tc, <floating *>NULL, 0, dh, dc, dg)
-    if meet:
-        fl_barrier()  # all gate gradients of the step are in
+    fl_barrier(team)  # all gate gradients of the step are in
     gemm(ops, b1 - b0, p1 - p0, G4, dg + b0 * G4, G4, 1, w_hh_t + p0 * G4 * NR, NR, 1, G4 * NR,
          dr + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
 
@@ -475,7 +489,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             for k in range(kc):
                 for r in range(NR):
                     dst[k * NR + r] = src[k * kb + r]
-        fl_barrier()  # every panel is in
+        fl_barrier(nthr)  # every panel is in
         for w in range(lo, hi):  # by blocks of rows of the weight gradients
             g = w // nrb  # gate
             j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
@@ -497,7 +511,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             gemm(ops, m, Krp // NR, kc, rows, kc, 1, panels + nxp * FL_KC * NR, NR, 1,
                  FL_KC * NR, dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0,
                  <floating *>NULL)
-        fl_barrier()  # the panels are free for the next block
+        fl_barrier(nthr)  # the panels are free for the next block
         k0 = k0 + kc
         if k0 >= R:
             break
@@ -538,6 +552,77 @@ cdef void projection_gradient(const fl_isa_ops *ops, int tid, int nthr, Py_ssize
                 break
 
 
+cdef void backward_thread(
+        const fl_isa_ops *ops, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *gates, const floating *c_state, const floating *tc_state,
+        const floating *h_state, const floating *xpad,
+        const floating *w_ih_t, const floating *w_hh_t,
+        const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
+        floating *dh, floating *dc,
+        floating *dgates, Py_ssize_t chunk,
+        floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
+        Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
+        floating *dh_full, floating *dw_hr,
+        bint by_batch, int nthr, int tid, int n) noexcept nogil:
+    """Thread tid's share of lstm_backward, in a team of n (<= nthr, the team planned, which
+    sized scratch) that all call this (n = 1: all of it, no OpenMP region needed)."""
+    cdef Py_ssize_t NR = panel(dh), Hp = round_up(H, NR), nblk = Hp // NR
+    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
+    cdef Py_ssize_t Kr = P if P > 0 else H, Pp = round_up(P, NR), npblk = Pp // NR
+    cdef floating *panels = scratch + nthr * BIG_BLOCK * FL_KC  # shared by the team
+    cdef floating *rows = scratch + tid * BIG_BLOCK * FL_KC  # this thread's
+    cdef bint defer = dw_ih == NULL
+    cdef Py_ssize_t lo = share(B if by_batch else nblk, tid, n)
+    cdef Py_ssize_t hi = share(B if by_batch else nblk, tid + 1, n)
+    # this thread's rows, unit blocks and projection panels
+    cdef Py_ssize_t b0 = lo, b1 = hi, u0 = 0, u1 = nblk, p0 = 0, p1 = npblk
+    cdef Py_ssize_t t, t0, t1 = T
+    cdef const floating *dy_t
+    cdef floating *dg_t
+    cdef unsigned int fpmode = fl_flush_denormals()
+    if not by_batch:
+        b0, b1, u0, u1, p0, p1 = 0, B, lo, hi, share(npblk, tid, n), share(npblk, tid + 1, n)
+    while t1 > 0:  # chunks of steps, last first; dgates holds one chunk
+        t0 = t1 - chunk if t1 > chunk else 0
+        t = t1 - 1
+        while t >= t0:
+            dy_t = NULL
+            if dy != NULL:
+                dy_t = dy + t * dys_t
+            dg_t = dgates + (t - t0) * B * G4
+            if P > 0:
+                projected_backward_step(ops, b0, b1, u0, u1, p0, p1, 1 if by_batch else n, H, P,
+                                        gates + t * B * G4, c_state + t * S, tc_state + t * S,
+                                        dy_t, dys_b, w_hr_t, w_hh_t, dh, dr_steps + t * B * Pp,
+                                        dh_full, dc, dg_t)
+            elif by_batch:
+                backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4, c_state + t * S,
+                              tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
+                # dh = dgates_t @ W_hh for this thread's rows
+                gemm(ops, hi - lo, nblk, G4, dg_t + lo * G4, G4, 1, w_hh_t, NR, 1, G4 * NR,
+                     dh + lo * Hp, Hp, 0, <floating *>NULL)
+            else:
+                backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
+                              tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
+                fl_barrier(n)  # all gate gradients of step t are in
+                gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * G4 * NR, NR, 1, G4 * NR,
+                     dh + lo * NR, Hp, 0, <floating *>NULL)
+            t = t - 1
+        if not defer:
+            fl_barrier(n)
+            weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates, xpad,
+                             h_state, w_ih_t, dx, dw_ih, dw_hh, db, rows, panels)
+            fl_barrier(n)  # the next chunk overwrites dgates (and scratch)
+        t1 = t0
+    if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
+        weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t, dx,
+                         dw_ih, dw_hh, db, rows, panels)
+    if P > 0:
+        fl_barrier(n)  # every step's dr is in
+        projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr, rows)
+    fl_restore_fpmode(fpmode)
+
+
 cdef int lstm_backward(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         const floating *gates, const floating *c_state, const floating *tc_state,
@@ -563,84 +648,32 @@ cdef int lstm_backward(
     chunks of `chunk` steps, whose gate gradients (chunk*B x G4) fill `dgates` and are folded
     into the weight gradients before the next chunk: memory stays bounded for long sequences.
     Writes dx (T*B x Ip, time-major), dw_ih (4 x Hp x Ip) and dw_hh (4 x Hp x Hp), rows in
-    PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order. Weight gradients sum over (t, b) in one fixed order, so
-    they too are bitwise independent of the thread count. scratch holds BIG_BLOCK * FL_KC values
-    for each thread of plan_team(B, H, P, ...), then FL_KC * (Ip + Kp) values (Kp: Hp, or Pp
-    with a projection) the team shares. Returns the number of threads that ran.
+    PyTorch's gate-major order (padded), and db (G4, if not NULL) in the interleaved order.
+    Weight gradients sum over (t, b) in one fixed order, so they too are bitwise independent of
+    the thread count. scratch holds BIG_BLOCK * FL_KC values for each thread of
+    plan_team(B, H, P, ...), then FL_KC * (Ip + Kp) values (Kp: Hp, or Pp with a projection) the
+    team shares. Returns the number of threads that ran.
     With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
     """
     cdef const fl_isa_ops *ops = fl_current()
-    cdef Py_ssize_t NR = panel(dh), Hp = round_up(H, NR), nblk = Hp // NR
-    cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
-    cdef Py_ssize_t Kr = P if P > 0 else H, Pp = round_up(P, NR), npblk = Pp // NR
     cdef bint by_batch
-    cdef int nthr = plan_team(B, H, P, NR, sizeof(floating), num_threads, &by_batch)
-    cdef floating *panels = scratch + nthr * BIG_BLOCK * FL_KC  # shared by the team
-    cdef bint defer = dw_ih == NULL
-    cdef int tid, n
+    cdef int nthr = plan_team(B, H, P, panel(dh), sizeof(floating), num_threads, &by_batch)
     cdef int ran[1]  # see lstm_forward
-    cdef Py_ssize_t t, t0, t1, lo, hi, b0, b1, u0, u1, p0, p1
-    cdef const floating *dy_t = NULL
-    cdef floating *dg_t = NULL
-    cdef unsigned int fpmode
-    tid = n = 0; t = t0 = t1 = lo = hi = b0 = b1 = u0 = u1 = p0 = p1 = 0
-    fpmode = 0
-    ran[0] = 1
+    cdef int tid = 0, n = 0
+    if nthr == 1:  # no region (see lstm_forward)
+        backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
+                        dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1)
+        return 1
     with parallel(num_threads=nthr):
-        fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
         if tid == 0:
             ran[0] = n
-        lo = share(B if by_batch else nblk, tid, n)
-        hi = share(B if by_batch else nblk, tid + 1, n)
-        # this thread's rows, unit blocks and projection panels
-        b0, b1, u0, u1, p0, p1 = lo, hi, 0, nblk, 0, npblk
-        if not by_batch:
-            b0, b1, u0, u1, p0, p1 = 0, B, lo, hi, share(npblk, tid, n), share(npblk, tid + 1, n)
-        t1 = T
-        while t1 > 0:  # chunks of steps, last first; dgates holds one chunk
-            t0 = t1 - chunk if t1 > chunk else 0
-            t = t1 - 1
-            while t >= t0:
-                dy_t = NULL
-                if dy != NULL:
-                    dy_t = dy + t * dys_t
-                dg_t = dgates + (t - t0) * B * G4
-                if P > 0:
-                    projected_backward_step(ops, b0, b1, u0, u1, p0, p1, not by_batch, H, P,
-                                            gates + t * B * G4, c_state + t * S,
-                                            tc_state + t * S, dy_t, dys_b, w_hr_t, w_hh_t, dh,
-                                            dr_steps + t * B * Pp, dh_full, dc, dg_t)
-                elif by_batch:
-                    backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4,
-                                  c_state + t * S, tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
-                    # dh = dgates_t @ W_hh for this thread's rows
-                    gemm(ops, hi - lo, nblk, G4, dg_t + lo * G4, G4, 1, w_hh_t, NR, 1, G4 * NR,
-                         dh + lo * Hp, Hp, 0, <floating *>NULL)
-                else:
-                    backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
-                                  tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
-                    fl_barrier()  # all gate gradients of step t are in
-                    gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * G4 * NR, NR, 1, G4 * NR,
-                         dh + lo * NR, Hp, 0, <floating *>NULL)
-                t = t - 1
-            if not defer:
-                fl_barrier()
-                weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates,
-                                 xpad, h_state, w_ih_t, dx, dw_ih, dw_hh, db,
-                                 scratch + tid * BIG_BLOCK * FL_KC, panels)
-                fl_barrier()  # the next chunk overwrites dgates (and scratch)
-            t1 = t0
-        if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
-            weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t,
-                             dx, dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC, panels)
-        if P > 0:
-            fl_barrier()  # every step's dr is in
-            projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr,
-                                scratch + tid * BIG_BLOCK * FL_KC)
-        fl_restore_fpmode(fpmode)
+        backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
+                        dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n)
     return ran[0]
 
 
@@ -665,12 +698,15 @@ cdef int lstm_weight_gradients(
     Returns the number of threads that ran."""
     cdef const fl_isa_ops *ops = fl_current()
     cdef int nthr = grad_team(R, H, panel(dx), num_threads)
-    cdef int tid, n
     cdef int ran[1]  # see lstm_forward
-    cdef unsigned int fpmode
-    tid = n = 0
-    fpmode = 0
-    ran[0] = 1
+    cdef int tid = 0, n = 0
+    cdef unsigned int fpmode = 0
+    if nthr == 1:  # no region (see lstm_forward)
+        fpmode = fl_flush_denormals()
+        weight_gradients(ops, 0, 1, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih,
+                         dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC)
+        fl_restore_fpmode(fpmode)
+        return 1
     with parallel(num_threads=nthr):
         fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()

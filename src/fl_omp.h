@@ -4,13 +4,13 @@
 #ifdef _OPENMP
 #include <omp.h>
 #define FL_OPENMP 1
-/* An orphaned barrier: binds to the parallel region of whichever Cython block calls it. A team
- * of one skips it: libgomp's barrier still makes a futex wake system call for a lone thread,
- * three of them per small call (1.3 us of a 3.3 us one-step call measured on a Zen VM). Every
- * thread of a team sees the same team size, so all of them wait or none does. */
-static inline void fl_barrier(void)
+/* An orphaned barrier for a team of `team` threads: binds to the parallel region of whichever
+ * Cython block calls it. team 1 skips it: the kernels then run with no region of their own (they
+ * may be inside a caller's, whose barrier is not theirs), and libgomp's barrier would make a
+ * futex system call even for a lone thread. Every thread of a team passes the same size. */
+static inline void fl_barrier(int team)
 {
-    if (omp_get_num_threads() > 1) {
+    if (team > 1) {
 #pragma omp barrier
     }
 }
@@ -19,7 +19,7 @@ static inline void fl_barrier(void)
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
-static inline void fl_barrier(void) {}
+static inline void fl_barrier(int team) { (void)team; }
 #endif
 
 /* Denormals flushed inside the kernels' threads only (they can make arithmetic many times
