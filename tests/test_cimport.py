@@ -1,0 +1,88 @@
+"""The C-level API (fastlstm/_kernels.pxd) as another package uses it: a Cython module that
+cimports fastlstm._kernels and calls lstm_forward without the GIL, here from inside its own OpenMP
+parallel loop, one sequence per iteration.
+
+A kernel call that one thread serves runs with no OpenMP region of its own, so inside a caller's
+region it must neither split the work by the caller's thread numbers nor wait at the caller's
+barriers: every sequence must come out bitwise equal to the same model called from Python.
+
+The module is compiled on the fly (Cython and a C compiler: fastlstm's own build requirements),
+once per session, in a temporary directory.
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+EMBED_PYX = r"""
+# cython: language_level=3, boundscheck=False, wraparound=False
+from cython.parallel cimport prange
+from fastlstm._kernels cimport lstm_forward
+
+
+def forward_many(float[:, :, :, ::1] x, float[::1] w_ih, float[::1] w_hh, Py_ssize_t wgroup,
+                 float[::1] bias, float[:, ::1] gates, float[:, ::1] h_state,
+                 float[:, ::1] c_state, float[:, :, :, ::1] y, Py_ssize_t H, int outer_threads):
+    '''x[s] (T, B, I) -> y[s] (T, B, H), sequence s in iteration s of a prange; gates, h_state
+    (2 slots) and c_state (1 slot) are each sequence's own rows.'''
+    cdef Py_ssize_t S = x.shape[0], T = x.shape[1], B = x.shape[2], I = x.shape[3], s
+    cdef int failed = 0
+    for s in prange(S, nogil=True, num_threads=outer_threads, schedule='static', chunksize=1):
+        if lstm_forward(T, B, I, H, &x[s, 0, 0, 0], B * I, I, &w_ih[0], &w_hh[0], wgroup,
+                        &bias[0], &gates[s, 0], T, &h_state[s, 0], &c_state[s, 0], NULL,
+                        &y[s, 0, 0, 0], B * H, H, 0, NULL, NULL, 1) != 1:
+            failed += 1
+    return failed
+"""
+
+
+@pytest.fixture(scope="session")
+def embed(tmp_path_factory):
+    pytest.importorskip("Cython")
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+
+    if not fastlstm.openmp_enabled():
+        pytest.skip("fastlstm was built without OpenMP: there is no parallel region to nest in")
+    build = tmp_path_factory.mktemp("embed")
+    (build / "fl_embed.pyx").write_text(EMBED_PYX)
+    package_root = os.path.dirname(os.path.dirname(fastlstm.__file__))  # where fastlstm/ lies
+    ext = Extension("fl_embed", [str(build / "fl_embed.pyx")], extra_compile_args=["-fopenmp"],
+                    extra_link_args=["-fopenmp"])
+    dist = Distribution({"ext_modules": cythonize([ext], include_path=[package_root], quiet=True,
+                                                  build_dir=str(build))})
+    cmd = dist.get_command_obj("build_ext")
+    cmd.build_lib, cmd.build_temp = str(build), str(build / "tmp")
+    dist.run_command("build_ext")
+    sys.path.insert(0, str(build))
+    try:
+        import fl_embed
+    finally:
+        sys.path.remove(str(build))
+    return fl_embed
+
+
+@pytest.mark.parametrize("outer_threads", [1, 2, 4])
+def test_lstm_forward_inside_a_callers_parallel_loop(embed, outer_threads):
+    S, T, B, I, H = 6, 5, 3, 7, 20  # one thread's work: each call runs with no region of its own
+    model = fastlstm.LSTM(I, H, seed=3)
+    p = model._layers[0][0].packed
+    NR = 16
+    Hp = -(-H // NR) * NR
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((S, T, B, I)).astype(np.float32)
+    gates = np.empty((S, T * B * 4 * Hp), np.float32)
+    h_state = np.zeros((S, 2 * B * Hp), np.float32)
+    c_state = np.zeros((S, B * Hp), np.float32)
+    y = np.full((S, T, B, H), np.nan, np.float32)
+    failed = embed.forward_many(x, p.w_ih.reshape(-1), p.w_hh.reshape(-1), p.weight_group,
+                                p.bias, gates, h_state, c_state, y, H, outer_threads)
+    assert failed == 0, "a call inside the caller's loop ran on more than one thread"
+    for s in range(S):
+        want, (h_n, c_n) = model(x[s], num_threads=1)
+        assert np.array_equal(y[s], want), f"sequence {s} (outer_threads={outer_threads})"
+        assert np.array_equal(h_state[s].reshape(2, B, Hp)[T % 2, :, :H], h_n[0])
+        assert np.array_equal(c_state[s].reshape(B, Hp)[:, :H], c_n[0])
