@@ -1,7 +1,8 @@
 # The C-level surface of fastlstm._kernels: sequence kernels on raw pointers and sizes,
 # `noexcept nogil`, float32 and float64 through the `floating` fused type. The layouts they read
-# (packed weights, padded state buffers) are described in src/_kernels.pyx; fastlstm/model.py is
-# their one Python caller and shows how to build every argument.
+# (packed weights, padded state buffers) are described in src/_kernels.pyx; fastlstm/_direction.py
+# builds every argument from a model's packed weights (tests/test_cimport.py calls lstm_forward
+# from another module's prange). A call served by one thread opens no OpenMP region of its own.
 
 ctypedef fused floating:
     float
