@@ -2,7 +2,9 @@
 # `noexcept nogil`, float32 and float64 through the `floating` fused type. The layouts they read
 # (packed weights, padded state buffers) are described in src/_kernels.pyx; fastlstm/_direction.py
 # builds every argument from a model's packed weights (tests/test_cimport.py calls lstm_forward
-# from another module's prange). A call served by one thread opens no OpenMP region of its own.
+# from another module's prange). wgroup is the pack's weight_group (Packed.weight_group); with any
+# value but 1, 2 or 4 lstm_forward computes nothing and returns 0. A call served by one thread
+# opens no OpenMP region of its own.
 
 ctypedef fused floating:
     float

@@ -361,7 +361,8 @@ cdef int lstm_forward(
     the cell (by unit blocks) and the projection (by output panels).
 
     x[t, b, :] is at x + t*xs_t + b*xs_b (rows of I); y[t, b, :] likewise with ys_t, ys_b (rows of
-    H). w_ih and w_hh are packed in slabs of wgroup panels (1, 2 or 4; module notes). gates holds
+    H). w_ih and w_hh are packed in slabs of wgroup panels (1, 2 or 4: the pack's weight_group;
+    any other value computes nothing and returns 0; module notes). gates holds
     `chunk` steps (all T when training). tc_state is NULL for inference, which then uses 2 h
     slots and 1 c slot; when training every slot is kept (see the module notes). Slot 0 of
     h_state and c_state must hold h0 and c0 (padding zero). The final state ends in slot T
@@ -372,6 +373,8 @@ cdef int lstm_forward(
     cdef int nthr = plan_team(B, H, P, panel(gates), sizeof(floating), num_threads, &by_batch)
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
     cdef int tid = 0, n = 0  # (set before the region: GCC cannot see OpenMP initialize them)
+    if wgroup != 1 and wgroup != 2 and wgroup != 4:  # not a layout the GEMM can read
+        return 0
     if T == 0 or B == 0:
         return 1
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
@@ -1323,7 +1326,8 @@ cdef class SmallBackprop:
 
 def pack_slabs(const floating[:, ::1] rows, floating[:, :, ::1] out):
     """out[u, k, j] = rows[u*W + j, k] with W = out.shape[2]: the transpose of each block of W rows
-    of `rows` (one unit block's interleaved gates) into a K x W slab, K = out.shape[1]."""
+    of `rows` (W/NR panels: a forward slab of weight_group panels, or one panel) into a K x W
+    slab, K = out.shape[1]."""
     cdef Py_ssize_t nblk = out.shape[0], K = out.shape[1], W = out.shape[2], u, j, k
     if rows.shape[0] < nblk * W or rows.shape[1] < K:
         raise ValueError(f"internal: pack_slabs needs rows of shape >= ({nblk * W}, {K}), got "

@@ -5,8 +5,9 @@
  *   block   one block of NR hidden units; its 4*NR gate values are the i, f, g, o panels, in order.
  *   packed  a K x (P*NR) matrix stored in groups of gp panels, each group K rows of gp*NR values:
  *           element (k, n), in panel p = n/NR, at b[(p/gp)*bgs + (p%gp)*NR + k*ldb + n%NR]. The
- *           forward weights use gp = the ISA's weight_group (the panels of one register tile, so
- *           a tile reads one contiguous stream), ldb = gp*NR, bgs = K*gp*NR; a plain row-major
+ *           forward weights use gp = the weight_group of the ISA active when they were packed
+ *           (the panels of one register tile, so its tile reads one contiguous stream; callers
+ *           pass the pack's gp), ldb = gp*NR, bgs = K*gp*NR; a plain row-major
  *           matrix is gp = 1, bgs = NR, ldb = its row length.
  *
  * Every function is a pure computation with no failure mode and no allocation (callers own all
