@@ -28,6 +28,8 @@ Work split, per call (plan_team: as many threads as the work pays for, up to the
 - unit split (small batches): each thread owns unit blocks, one barrier per step, so each thread
   streams only its own slice of w_hh (with a projection, a second barrier per step: the
   projection is split by output panels).
+A plan of one thread calls the per-thread body directly, with no OpenMP region (libgomp's costs
+~0.5 us even for one thread); the bodies take their thread number and team size as arguments.
 Either way every element is computed by the same chain of operations, so results are bitwise
 identical whatever the thread count, batch size or chunking.
 """
