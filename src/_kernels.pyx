@@ -27,7 +27,8 @@ Work split, per call (plan_team: as many threads as the work pays for, up to the
 - batch split: each thread owns whole batch rows for the entire sequence, no barrier per step;
 - unit split (small batches): each thread owns unit blocks, one barrier per step, so each thread
   streams only its own slice of w_hh (with a projection, a second barrier per step: the
-  projection is split by output panels).
+  projection is split by output panels). The barrier is fl_omp.h's own, not OpenMP's: ~250 ns
+  against libgomp's ~600 ns between two cores.
 A plan of one thread calls the per-thread body directly, with no OpenMP region (libgomp's costs
 ~0.5 us even for one thread); the bodies take their thread number and team size as arguments.
 Either way every element is computed by the same chain of operations, so results are bitwise
@@ -82,7 +83,10 @@ cdef extern from "fl_omp.h" nogil:
     int omp_get_max_threads()
     int omp_get_num_threads()
     int omp_get_thread_num()
-    void fl_barrier(int team)
+    ctypedef struct fl_barrier_state:
+        pass
+    void fl_barrier_init(fl_barrier_state *b)
+    void fl_barrier(fl_barrier_state *b, int team)
     unsigned int fl_flush_denormals()
     void fl_restore_fpmode(unsigned int old)
     unsigned int fl_fpmode_flags()
@@ -163,8 +167,9 @@ cdef inline int resolve_threads(int num_threads) noexcept nogil:
 # How a recurrence is shared among threads. Batch split: each thread owns whole batch rows and
 # streams all of W_hh itself, no barrier. Unit split: each thread owns blocks of hidden units for
 # every row, one barrier per step. Measured (issue 5 notes; 16-core Xeon, 2-core Zen 5): a barrier
-# costs ~1-2 us, so a step must stream enough weight to pay for it, and a thread with fewer rows
-# than a register tile (TILE_ROWS) reads its weights once per row it lacks.
+# cost ~1-2 us (libgomp's, since replaced by fl_omp.h's), so a step must stream enough weight to
+# pay for it, and a thread with fewer rows than a register tile (TILE_ROWS) reads its weights
+# once per row it lacks.
 cdef enum:
     TILE_ROWS = 4  # rows of the widest GEMM register tile (AVX-512); a thread with fewer wastes loads
 cdef Py_ssize_t split_step_bytes = 128 * 1024  # weight a step streams before unit split pays
@@ -291,9 +296,9 @@ cdef void forward_thread(
         floating *h_state, floating *c_state, floating *tc_state,
         floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
         Py_ssize_t P, const floating *w_hr, floating *h_full,
-        bint by_batch, int tid, int n) noexcept nogil:
-    """Thread tid's share of lstm_forward, in a team of n that all call this (n = 1: all of it,
-    no OpenMP region needed)."""
+        bint by_batch, int tid, int n, fl_barrier_state *bar) noexcept nogil:
+    """Thread tid's share of lstm_forward, in a team of n that all call this with the same bar
+    (n = 1: all of it, no OpenMP region needed)."""
     cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * round_up(Kr, NR)
@@ -311,7 +316,7 @@ cdef void forward_thread(
         tn = T - t0 if T - t0 < chunk else chunk
         input_projection(ops, tid, n, tn, B, I, Hp, x + t0 * xs_t, xs_t, xs_b, w_ih, wgroup,
                          bias, gates)
-        fl_barrier(n)
+        fl_barrier(bar, n)
         for t in range(t0, t0 + tn):
             hs = t if train else t % 2
             hd = t + 1 if train else (t + 1) % 2
@@ -337,11 +342,11 @@ cdef void forward_thread(
                                gates + (t - t0) * B * G4, h_state + hs * Sr, hcell,
                                c_state + cs * S, c_state + cd * S, tc, ycell, ys_b)
                 if P > 0:
-                    fl_barrier(n)  # the cell's h_t is complete before the projection
+                    fl_barrier(bar, n)  # the cell's h_t is complete before the projection
                     project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell, h_state + hd * Sr,
                                  y + t * ys_t, ys_b)
-                fl_barrier(n)  # h_t (r_t) is complete before anyone reads it
-        fl_barrier(n)  # the next chunk overwrites gates
+                fl_barrier(bar, n)  # h_t (r_t) is complete before anyone reads it
+        fl_barrier(bar, n)  # the next chunk overwrites gates
         t0 = t0 + tn
     fl_restore_fpmode(fpmode)
 
@@ -375,13 +380,16 @@ cdef int lstm_forward(
     cdef int nthr = plan_team(B, H, P, panel(gates), sizeof(floating), num_threads, &by_batch)
     cdef int ran[1]  # written through a pointer: plain assignments in a parallel block are private
     cdef int tid = 0, n = 0  # (set before the region: GCC cannot see OpenMP initialize them)
+    cdef fl_barrier_state bar  # the team's, shared: only its address enters the region
     if wgroup != 1 and wgroup != 2 and wgroup != 4:  # not a layout the GEMM can read
         return 0
     if T == 0 or B == 0:
         return 1
+    fl_barrier_init(&bar)
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
-                       h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1)
+                       h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1,
+                       &bar)
         return 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -390,7 +398,7 @@ cdef int lstm_forward(
             ran[0] = n
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, tid,
-                       n)
+                       n, &bar)
     return ran[0]
 
 
@@ -416,15 +424,15 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
 
 cdef void projected_backward_step(
         const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0, Py_ssize_t u1,
-        Py_ssize_t p0, Py_ssize_t p1, int team, Py_ssize_t H, Py_ssize_t P, const floating *act,
-        const floating *c_prev, const floating *tc, const floating *dy, Py_ssize_t dys_b,
-        const floating *w_hr_t, const floating *w_hh_t, floating *dr, floating *dr_keep,
+        Py_ssize_t p0, Py_ssize_t p1, int team, fl_barrier_state *bar, Py_ssize_t H,
+        Py_ssize_t P, const floating *act, const floating *c_prev, const floating *tc,
+        const floating *dy, Py_ssize_t dys_b, const floating *w_hr_t, const floating *w_hh_t, floating *dr, floating *dr_keep,
         floating *dh, floating *dc, floating *dg) noexcept nogil:
     """One step of BPTT through a projection, for rows [b0, b1), unit blocks [u0, u1) and
     projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
-    gradients, then dr = dgates @ W_hh for the step before. team: the size of the unit split's
-    team, whose threads wait for each other before each product that reads what the others wrote
-    (1 for the batch split: no one to wait for)."""
+    gradients, then dr = dgates @ W_hh for the step before. team, bar: the size of the unit
+    split's team and its barrier, where its threads wait for each other before each product that
+    reads what the others wrote (team 1 for the batch split: no one to wait for)."""
     cdef Py_ssize_t NR = panel(dr), Hp = round_up(H, NR)
     cdef Py_ssize_t Pp = round_up(P, NR), G4 = 4 * Hp, b, j
     cdef Py_ssize_t j1 = p1 * NR if p1 * NR < P else P
@@ -434,11 +442,11 @@ cdef void projected_backward_step(
                 dr[b * Pp + j] += dy[b * dys_b + j]
         for j in range(p0 * NR, p1 * NR):
             dr_keep[b * Pp + j] = dr[b * Pp + j]
-    fl_barrier(team)  # all of dr is in
+    fl_barrier(bar, team)  # all of dr is in
     gemm(ops, b1 - b0, u1 - u0, P, dr + b0 * Pp, Pp, 1, w_hr_t + u0 * P * NR, NR, 1, P * NR,
          dh + b0 * Hp + u0 * NR, Hp, 0, <floating *>NULL)
     backward_step(ops, b0, b1, u0, u1, H, Hp, act, c_prev, tc, <floating *>NULL, 0, dh, dc, dg)
-    fl_barrier(team)  # all gate gradients of the step are in
+    fl_barrier(bar, team)  # all gate gradients of the step are in
     gemm(ops, b1 - b0, p1 - p0, G4, dg + b0 * G4, G4, 1, w_hh_t + p0 * G4 * NR, NR, 1, G4 * NR,
          dr + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
 
@@ -448,13 +456,14 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                            const floating *dgates, const floating *xpad,
                            const floating *h_state, const floating *w_ih_t, floating *dx,
                            floating *dw_ih, floating *dw_hh, floating *db,
-                           floating *rows, floating *panels) noexcept nogil:
+                           floating *rows, floating *panels,
+                           fl_barrier_state *bar) noexcept nogil:
     """This thread's share of what R rows (t, b) of gate gradients, global rows [row0, row0+R),
     give: their rows of dx, and their terms of dW_ih, dW_hh and db, added to the sums so far
     (started when `first`). Each output tile belongs to one thread and takes the rows in one
     fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values
     of this thread's; `panels`: FL_KC * (Ip + Krp) values shared by the team, which every thread
-    of the team must call this with (it meets them at barriers).
+    of the team must call this with, and bar (it meets them at barriers).
     h_state rows hold Kr values (H, or proj_size), padded to a panel, as do dW_hh's rows."""
     cdef Py_ssize_t NR = panel(rows), Hp = round_up(H, NR)
     cdef Py_ssize_t Krp = round_up(Kr, NR)
@@ -494,7 +503,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             for k in range(kc):
                 for r in range(NR):
                     dst[k * NR + r] = src[k * kb + r]
-        fl_barrier(nthr)  # every panel is in
+        fl_barrier(bar, nthr)  # every panel is in
         for w in range(lo, hi):  # by blocks of rows of the weight gradients
             g = w // nrb  # gate
             j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
@@ -516,7 +525,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             gemm(ops, m, Krp // NR, kc, rows, kc, 1, panels + nxp * FL_KC * NR, NR, 1,
                  FL_KC * NR, dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0,
                  <floating *>NULL)
-        fl_barrier(nthr)  # the panels are free for the next block
+        fl_barrier(bar, nthr)  # the panels are free for the next block
         k0 = k0 + kc
         if k0 >= R:
             break
@@ -568,9 +577,10 @@ cdef void backward_thread(
         floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
         Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
         floating *dh_full, floating *dw_hr,
-        bint by_batch, int nthr, int tid, int n) noexcept nogil:
+        bint by_batch, int nthr, int tid, int n, fl_barrier_state *bar) noexcept nogil:
     """Thread tid's share of lstm_backward, in a team of n (<= nthr, the team planned, which
-    sized scratch) that all call this (n = 1: all of it, no OpenMP region needed)."""
+    sized scratch) that all call this with the same bar (n = 1: all of it, no OpenMP region
+    needed)."""
     cdef Py_ssize_t NR = panel(dh), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef Py_ssize_t Kr = P if P > 0 else H, Pp = round_up(P, NR), npblk = Pp // NR
@@ -596,7 +606,8 @@ cdef void backward_thread(
                 dy_t = dy + t * dys_t
             dg_t = dgates + (t - t0) * B * G4
             if P > 0:
-                projected_backward_step(ops, b0, b1, u0, u1, p0, p1, 1 if by_batch else n, H, P,
+                projected_backward_step(ops, b0, b1, u0, u1, p0, p1, 1 if by_batch else n, bar,
+                                        H, P,
                                         gates + t * B * G4, c_state + t * S, tc_state + t * S,
                                         dy_t, dys_b, w_hr_t, w_hh_t, dh, dr_steps + t * B * Pp,
                                         dh_full, dc, dg_t)
@@ -609,21 +620,21 @@ cdef void backward_thread(
             else:
                 backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
                               tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
-                fl_barrier(n)  # all gate gradients of step t are in
+                fl_barrier(bar, n)  # all gate gradients of step t are in
                 gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * G4 * NR, NR, 1, G4 * NR,
                      dh + lo * NR, Hp, 0, <floating *>NULL)
             t = t - 1
         if not defer:
-            fl_barrier(n)
+            fl_barrier(bar, n)
             weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates, xpad,
-                             h_state, w_ih_t, dx, dw_ih, dw_hh, db, rows, panels)
-            fl_barrier(n)  # the next chunk overwrites dgates (and scratch)
+                             h_state, w_ih_t, dx, dw_ih, dw_hh, db, rows, panels, bar)
+            fl_barrier(bar, n)  # the next chunk overwrites dgates (and scratch)
         t1 = t0
     if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
         weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t, dx,
-                         dw_ih, dw_hh, db, rows, panels)
+                         dw_ih, dw_hh, db, rows, panels, bar)
     if P > 0:
-        fl_barrier(n)  # every step's dr is in
+        fl_barrier(bar, n)  # every step's dr is in
         projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr, rows)
     fl_restore_fpmode(fpmode)
 
@@ -666,10 +677,12 @@ cdef int lstm_backward(
     cdef int nthr = plan_team(B, H, P, panel(dh), sizeof(floating), num_threads, &by_batch)
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
+    cdef fl_barrier_state bar
+    fl_barrier_init(&bar)
     if nthr == 1:  # no region (see lstm_forward)
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
-                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1)
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1, &bar)
         return 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -678,7 +691,7 @@ cdef int lstm_backward(
             ran[0] = n
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
-                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n)
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n, &bar)
     return ran[0]
 
 
@@ -706,10 +719,12 @@ cdef int lstm_weight_gradients(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef unsigned int fpmode = 0
+    cdef fl_barrier_state bar
+    fl_barrier_init(&bar)
     if nthr == 1:  # no region (see lstm_forward)
         fpmode = fl_flush_denormals()
         weight_gradients(ops, 0, 1, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih,
-                         dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC)
+                         dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC, &bar)
         fl_restore_fpmode(fpmode)
         return 1
     with parallel(num_threads=nthr):
@@ -720,7 +735,7 @@ cdef int lstm_weight_gradients(
             ran[0] = n
         weight_gradients(ops, tid, n, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx,
                          dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC,
-                         scratch + nthr * BIG_BLOCK * FL_KC)
+                         scratch + nthr * BIG_BLOCK * FL_KC, &bar)
         fl_restore_fpmode(fpmode)
     return ran[0]
 

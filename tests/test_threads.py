@@ -30,6 +30,9 @@ DTYPES = [np.float32, np.float64]
 BLOCK = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 GRAD_KEYS = ("x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
+requires_openmp = pytest.mark.skipif(not fastlstm.openmp_enabled(),
+                                     reason="built without OpenMP: every call runs on 1 thread")
+
 # (T, B, I, H, why). Threads requested are 1..4 on each.
 SHAPES = [
     (6, 1, 7, 100, "B=1: unit split for >1 thread, partial last unit block (100 = 6*16 + 4)"),
@@ -194,6 +197,32 @@ def test_bitwise_identical_across_num_threads_no_bias_unbatched(split_policy, dt
             assert np.array_equal(g_ref[k], g[k]), (nt, k)
 
 
+@requires_openmp
+@pytest.mark.parametrize("proj_size", [0, 20], ids=["plain", "projection"])
+def test_bitwise_identical_through_many_barriers_on_more_threads_than_cores(proj_size):
+    """The unit split meets at a barrier once per step (twice with a projection, and more in the
+    backward); a barrier that let a thread read a slice of h before its owner wrote it, or let
+    one thread run a step ahead, would change some value. 300 steps on up to 7 threads (more
+    than CI's 2 cores: waiters must give their core back to the thread they wait for)."""
+    rng = np.random.default_rng(8)
+    T, B, I, H = 300, 1, 5, 112  # 7 float32 unit blocks: a team of up to 7
+    model = fastlstm.LSTM(I, H, proj_size=proj_size, seed=4)
+    Hout = proj_size or H
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    hx = (rng.standard_normal((1, B, Hout)).astype(np.float32),
+          rng.standard_normal((1, B, H)).astype(np.float32))
+    up = (rng.standard_normal((T, B, Hout)).astype(np.float32), None, None)
+    saved = _kernels.split_thresholds()
+    _kernels.split_thresholds(0, 0)  # a unit share for every thread, however small
+    try:
+        ref = _everything(model, x, hx, up, 1)
+        for nt in (2, 3, 7):
+            assert _team_after(lambda: model(x, hx, num_threads=nt)) == nt
+            _assert_bitwise(ref, _everything(model, x, hx, up, nt), f"num_threads={nt}")
+    finally:
+        _kernels.split_thresholds(*saved)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(6, 1, 7, 100), (5, 3, 4, 100), (4, 17, 3, 5)],
                          ids=["B1_H100", "B3_H100", "B17_H5"])
@@ -228,10 +257,6 @@ def test_openmp_enabled():
     info = fastlstm.openmp_info()
     assert info["enabled"] is True
     assert info["max_threads"] >= 1
-
-
-requires_openmp = pytest.mark.skipif(not fastlstm.openmp_enabled(),
-                                     reason="built without OpenMP: every call runs on 1 thread")
 
 
 def _team_after(fn):
