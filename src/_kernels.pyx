@@ -76,6 +76,7 @@ cdef extern from "fl_kernels.h" nogil:
     int fl_supported(const char *name)
     const char *fl_best()
     int FL_KC
+    void fl_prefetch(const void *p)
     int FL_PROBE_CHAINS
 
 cdef extern from "fl_omp.h" nogil:
@@ -472,7 +473,7 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     cdef Py_ssize_t np_lo, np_hi
     cdef const floating *src
     cdef floating *dst
-    cdef Py_ssize_t kb, ke
+    cdef Py_ssize_t kb
     nrb = (R + BIG_BLOCK - 1) // BIG_BLOCK
     lo = share(nrb, tid, nthr)
     hi = share(nrb, tid + 1, nthr)
@@ -501,6 +502,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                 kb = Krp
             dst = panels + q * FL_KC * NR
             for k in range(kc):
+                if k + 16 < kc:  # (the same stride: see the copy of dgates below)
+                    fl_prefetch(src + (k + 16) * kb)
                 for r in range(NR):
                     dst[k * NR + r] = src[k * kb + r]
         fl_barrier(bar, nthr)  # every panel is in
@@ -513,13 +516,15 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             for q in range(m // NR):  # unit block j0/NR + q: its panel of gate g
                 src = dgates + k0 * G4 + (j0 // NR + q) * 4 * NR + g * NR
                 dst = rows + q * NR * kc
-                kb = 0
-                while kb < kc:  # NR x NR blocks: their NR lines read and NR written stay in L1
-                    ke = kb + NR if kb + NR < kc else kc
+                # A line of src at a time, each read once, asked for 16 rows ahead: the rows
+                # are G4 values apart, a page or more, where the hardware prefetchers do not
+                # follow. Read by columns of 16 lines, all in one L1 set (their distance is a
+                # multiple of 4 KiB), this copy missed L1 on every value: 5% of c's fwd+bwd.
+                for k in range(kc):
+                    if k + 16 < kc:
+                        fl_prefetch(src + (k + 16) * G4)
                     for r in range(NR):
-                        for k in range(kb, ke):
-                            dst[r * kc + k] = src[k * G4 + r]
-                    kb = ke
+                        dst[r * kc + k] = src[k * G4 + r]
             gemm(ops, m, nxp, kc, rows, kc, 1, panels, NR, 1, FL_KC * NR,
                  dw_ih + (g * Hp + j0) * Ip, Ip, not first or k0 > 0, <floating *>NULL)
             gemm(ops, m, Krp // NR, kc, rows, kc, 1, panels + nxp * FL_KC * NR, NR, 1,

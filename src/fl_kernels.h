@@ -73,6 +73,15 @@ typedef struct {
 #define FL_PANEL_F32 16
 #define FL_PANEL_F64 8
 
+/* Asks for the cache line at p, to be read (GCC and Clang; a no-op elsewhere): for the copies in
+ * the Cython layer that walk memory a row at a time, rows 4 KiB or more apart, where the
+ * hardware prefetchers do not follow. */
+#if defined(__GNUC__)
+#define fl_prefetch(p) __builtin_prefetch((p), 0, 3)
+#else
+#define fl_prefetch(p) ((void)(p))
+#endif
+
 /* The variant in use; chosen at first use from FASTLSTM_ISA or the best the CPU supports. */
 const fl_isa_ops *fl_current(void);
 /* Selects a variant by name ("avx512", "avx2", "generic"; NULL or "" = best supported).

@@ -246,12 +246,15 @@ void FL(gates_bwd)(fl_idx nblk, const T *act, const T *c_prev, const T *tc, cons
 
 void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst, int accumulate)
 {
-    for (fl_idx p = 0; p < npanels; p++) {
-        V s = accumulate ? v_load(dst + p * NR) : v_zero();
-        for (fl_idx r = 0; r < rows; r++)
-            s = v_add(s, v_load(src + r * ld + p * NR));
-        v_store(dst + p * NR, s);
-    }
+    /* Row by row into dst, which stays in L1: src is read once, in order. Panel by panel, each
+     * pass walked every row ld apart, and at ld a multiple of 4 KiB those lines share one L1
+     * set: every pass read src again from L2 or L3. Each sum still adds rows in increasing r. */
+    if (!accumulate)
+        for (fl_idx p = 0; p < npanels; p++)
+            v_store(dst + p * NR, v_zero());
+    for (fl_idx r = 0; r < rows; r++)
+        for (fl_idx p = 0; p < npanels; p++)
+            v_store(dst + p * NR, v_add(v_load(dst + p * NR), v_load(src + r * ld + p * NR)));
 }
 
 /* ---------------------------------------------------------------------------------------------
