@@ -86,7 +86,7 @@ cdef extern from "fl_omp.h" nogil:
     int omp_get_thread_num()
     ctypedef struct fl_barrier_state:
         pass
-    void fl_barrier_init(fl_barrier_state *b)
+    void fl_barrier_init(fl_barrier_state *b, int team)
     void fl_barrier(fl_barrier_state *b, int team)
     unsigned int fl_flush_denormals()
     void fl_restore_fpmode(unsigned int old)
@@ -386,7 +386,7 @@ cdef int lstm_forward(
         return 0
     if T == 0 or B == 0:
         return 1
-    fl_barrier_init(&bar)
+    fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1,
@@ -683,7 +683,7 @@ cdef int lstm_backward(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef fl_barrier_state bar
-    fl_barrier_init(&bar)
+    fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
@@ -725,7 +725,7 @@ cdef int lstm_weight_gradients(
     cdef int tid = 0, n = 0
     cdef unsigned int fpmode = 0
     cdef fl_barrier_state bar
-    fl_barrier_init(&bar)
+    fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         fpmode = fl_flush_denormals()
         weight_gradients(ops, 0, 1, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih,
