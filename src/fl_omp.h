@@ -38,7 +38,7 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->arrived = 0;
     b->generation = 0;
     b->sleepers = 0;
-    b->spins = team > omp_get_num_procs() ? FL_SPINS_OVERSUBSCRIBED : FL_SPINS;
+    b->spins = team > 1 && team > omp_get_num_procs() ? FL_SPINS_OVERSUBSCRIBED : FL_SPINS;
 }
 
 #if defined(__GNUC__) /* GCC and Clang: their atomic builtins */
@@ -53,17 +53,24 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
 
 #if defined(__linux__)
 #include <limits.h>
-#include <linux/futex.h>
+#include <stddef.h>
 #include <sys/syscall.h>
-#include <unistd.h>
+/* The futex interface, without <linux/futex.h> (kernel headers are not always installed) nor
+ * the feature macros glibc wants before it declares syscall(). */
+long syscall(long number, ...);
+#define FL_FUTEX_WAIT_PRIVATE 128 /* FUTEX_WAIT | FUTEX_PRIVATE_FLAG */
+#define FL_FUTEX_WAKE_PRIVATE 129 /* FUTEX_WAKE | FUTEX_PRIVATE_FLAG */
+#if !defined(SYS_futex) && defined(SYS_futex_time64) /* 32-bit targets with 64-bit time only */
+#define SYS_futex SYS_futex_time64 /* (same call when there is no timeout) */
+#endif
 /* Sleeps while *word == expected (returns at once if it no longer is, or on a spurious wake). */
 static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
 {
-    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+    syscall(SYS_futex, word, FL_FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 static inline void fl_wake_all(unsigned int *word)
 {
-    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    syscall(SYS_futex, word, FL_FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 #else
 static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
