@@ -427,8 +427,9 @@ cdef void projected_backward_step(
         const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0, Py_ssize_t u1,
         Py_ssize_t p0, Py_ssize_t p1, int team, fl_barrier_state *bar, Py_ssize_t H,
         Py_ssize_t P, const floating *act, const floating *c_prev, const floating *tc,
-        const floating *dy, Py_ssize_t dys_b, const floating *w_hr_t, const floating *w_hh_t, floating *dr, floating *dr_keep,
-        floating *dh, floating *dc, floating *dg) noexcept nogil:
+        const floating *dy, Py_ssize_t dys_b, const floating *w_hr_t, const floating *w_hh_t,
+        floating *dr, floating *dr_keep, floating *dh, floating *dc,
+        floating *dg) noexcept nogil:
     """One step of BPTT through a projection, for rows [b0, b1), unit blocks [u0, u1) and
     projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
     gradients, then dr = dgates @ W_hh for the step before. team, bar: the size of the unit
