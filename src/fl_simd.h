@@ -31,11 +31,10 @@ typedef float T;
 /* Ask for the cache line at p, to be written (GCC and Clang; a no-op elsewhere). */
 #if defined(__GNUC__)
 #define FL_PREFETCH(p) __builtin_prefetch((p), 1, 3)
-#define FL_PREFETCH_READ(p) __builtin_prefetch((p), 0, 3)
 #else
 #define FL_PREFETCH(p) ((void)(p))
-#define FL_PREFETCH_READ(p) ((void)(p))
 #endif
+#define FL_PREFETCH_READ(p) fl_prefetch(p) /* fl_kernels.h */
 
 /* ------------------------------------------------------------------------------------------ */
 #if defined(FL_ISA_AVX512)
