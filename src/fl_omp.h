@@ -26,21 +26,6 @@ typedef struct {
     int spins;               /* pauses before a waiter sleeps */
 } FL_CACHE_LINE fl_barrier_state; /* a cache line of its own: threads spin on it */
 
-/* Pauses before sleeping, ~50 us on current x86: longer than the threads of a balanced step
- * wait for each other, shorter than a sleep and wake-up. With more threads than processors
- * only ~2 us: the thread waited for may be the one whose core the waiter holds (4 threads on 2
- * cores ran 4x slower than with libgomp's barrier with the long spin). */
-#define FL_SPINS 2000
-#define FL_SPINS_OVERSUBSCRIBED 100
-
-static inline void fl_barrier_init(fl_barrier_state *b, int team)
-{
-    b->arrived = 0;
-    b->generation = 0;
-    b->sleepers = 0;
-    b->spins = team > 1 && team > omp_get_num_procs() ? FL_SPINS_OVERSUBSCRIBED : FL_SPINS;
-}
-
 #if defined(__GNUC__) /* GCC and Clang: their atomic builtins */
 #include <sched.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -82,6 +67,54 @@ static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
 static inline void fl_wake_all(unsigned int *word) { (void)word; }
 #endif
 
+/* How long a waiter spins before it sleeps: ~50 us, longer than the threads of a balanced step
+ * wait for each other, shorter than a sleep and wake-up. With more threads than processors only
+ * ~2 us: the thread waited for may be the one whose core the waiter holds (4 threads on 2 cores
+ * ran 4x slower than with libgomp's barrier with the long spin). A pause lasts ~25 ns on Zen 3,
+ * ~45 on Skylake, ~3 on older Intel cores and ~1 on arm64, so the count comes from timing the
+ * pauses of this CPU once per process. */
+#define FL_SPIN_NS 50000
+#define FL_SPIN_NS_OVERSUBSCRIBED 2000
+#include <time.h>
+static int fl_pauses_per_ms; /* 0 until measured; a race only measures twice */
+
+static inline double fl_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static inline int fl_spins_for(long ns)
+{
+    int rate = __atomic_load_n(&fl_pauses_per_ms, __ATOMIC_RELAXED);
+    if (rate == 0) {
+        double best = 1e9; /* the faster of three: a run the scheduler interrupted reads slow */
+        for (int run = 0; run < 3; run++) {
+            double t = fl_seconds();
+            for (int i = 0; i < 256; i++)
+                FL_SPIN_PAUSE();
+            t = fl_seconds() - t;
+            best = t < best ? t : best;
+        }
+        double per_ms = best > 0 ? 256 / (best * 1e3) : 1e8; /* 256 pauses per `best` seconds */
+        rate = per_ms < 1 ? 1 : per_ms > 1e8 ? 100000000 : (int)per_ms;
+        __atomic_store_n(&fl_pauses_per_ms, rate, __ATOMIC_RELAXED);
+    }
+    double spins = (double)rate * (double)ns * 1e-6;
+    return spins < 1 ? 1 : spins > 1e9 ? 1000000000 : (int)spins;
+}
+
+static inline void fl_barrier_init(fl_barrier_state *b, int team)
+{
+    b->arrived = 0;
+    b->generation = 0;
+    b->sleepers = 0;
+    b->spins = team > 1 ? fl_spins_for(team > omp_get_num_procs() ? FL_SPIN_NS_OVERSUBSCRIBED
+                                                                    : FL_SPIN_NS)
+                        : 0;
+}
+
 /* Waits until all `team` threads of the region have arrived. team 1 returns at once: the
  * kernels then run with no region of their own (they may be inside a caller's, whose threads
  * are not theirs). Every thread of a team passes the same size and state. */
@@ -112,6 +145,14 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_RELAXED);
 }
 #else /* other compilers: OpenMP's barrier, orphaned (it binds to the caller's region) */
+static inline void fl_barrier_init(fl_barrier_state *b, int team)
+{
+    (void)team;
+    b->arrived = 0;
+    b->generation = 0;
+    b->sleepers = 0;
+    b->spins = 0;
+}
 static inline void fl_barrier(fl_barrier_state *b, int team)
 {
     (void)b;
