@@ -29,6 +29,7 @@ Work split, per call (plan_team: as many threads as the work pays for, up to the
   streams only its own slice of w_hh (with a projection, a second barrier per step: the
   projection is split by output panels). The barrier is fl_omp.h's own, not OpenMP's: ~250 ns
   against libgomp's ~600 ns between two cores.
+A team that has slept starts only for work that pays for its wake-up (fl_omp.h, fl_team_pays).
 A plan of one thread calls the per-thread body directly, with no OpenMP region (libgomp's costs
 ~0.5 us even for one thread); the bodies take their thread number and team size as arguments.
 Either way every element is computed by the same chain of operations, so results are bitwise
@@ -88,6 +89,12 @@ cdef extern from "fl_omp.h" nogil:
         pass
     void fl_barrier_init(fl_barrier_state *b, int team)
     void fl_barrier(fl_barrier_state *b, int team)
+    int FL_IDLE_BUCKETS
+    long long fl_wake_ns[]
+    int fl_cold_teams
+    bint fl_team_pays(fl_barrier_state *b, double work_ns)
+    void fl_team_started(fl_barrier_state *b, int tid)
+    void fl_team_ended(fl_barrier_state *b)
     unsigned int fl_flush_denormals()
     void fl_restore_fpmode(unsigned int old)
     unsigned int fl_fpmode_flags()
@@ -212,6 +219,36 @@ def split_thresholds(step_bytes=None, thread_bytes=None):
     if thread_bytes is not None:
         split_thread_bytes = max(0, int(thread_bytes))
     return split_step_bytes, split_thread_bytes
+
+
+# A team that has slept costs a wake-up to start (fl_omp.h, fl_team_pays), so a call weighs its
+# work against it: its FLOPs at a modest one-core rate (batch-1 steps stream their weights at
+# ~30-50 GFLOP/s, larger ones compute at 60-90). The estimate need only tell 0.05 ms from 5 ms.
+cdef double FLOPS_PER_NS = 30.0
+
+
+cdef inline double lstm_flops(Py_ssize_t rows, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P) noexcept nogil:
+    """Multiply-add FLOPs of a forward over `rows` (step, batch row) pairs."""
+    cdef Py_ssize_t Kr = P if P > 0 else H
+    return 2.0 * rows * (4.0 * H * (I + Kr) + (<double>P) * H)
+
+
+def cold_teams(enabled=None, wake_costs=None):
+    """(enabled, wake_costs) of the cold-team policy, after setting those given: whether a team
+    that slept starts only for work that pays for its wake-up, and the wake-up costs measured so
+    far, in seconds, by idle time ([1, 2), [2, 4), ... ms, the last 128 ms and more; 0: not
+    measured yet). Tests turn the policy off to get the teams they ask for. Process-wide; not for
+    use during calls."""
+    global fl_cold_teams
+    cdef int k
+    if wake_costs is not None:
+        if len(wake_costs) != FL_IDLE_BUCKETS:
+            raise ValueError(f"wake_costs takes {FL_IDLE_BUCKETS} values, got {len(wake_costs)}")
+        for k in range(FL_IDLE_BUCKETS):
+            fl_wake_ns[k] = <long long>(max(0.0, float(wake_costs[k])) * 1e9)
+    if enabled is not None:
+        fl_cold_teams = 1 if enabled else 0
+    return bool(fl_cold_teams), [fl_wake_ns[k] * 1e-9 for k in range(FL_IDLE_BUCKETS)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,6 +423,8 @@ cdef int lstm_forward(
         return 0
     if T == 0 or B == 0:
         return 1
+    if nthr > 1 and not fl_team_pays(&bar, lstm_flops(T * B, I, H, P) / FLOPS_PER_NS):
+        nthr = 1  # the team sleeps and would take longer to wake than the work takes
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
@@ -395,11 +434,13 @@ cdef int lstm_forward(
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
+        fl_team_started(&bar, tid)
         if tid == 0:
             ran[0] = n
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, tid,
                        n, &bar)
+    fl_team_ended(&bar)
     return ran[0]
 
 
@@ -684,6 +725,8 @@ cdef int lstm_backward(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef fl_barrier_state bar
+    if nthr > 1 and not fl_team_pays(&bar, 2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS):
+        nthr = 1  # (see lstm_forward)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
@@ -693,11 +736,13 @@ cdef int lstm_backward(
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
+        fl_team_started(&bar, tid)
         if tid == 0:
             ran[0] = n
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
                         w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n, &bar)
+    fl_team_ended(&bar)
     return ran[0]
 
 
@@ -726,6 +771,8 @@ cdef int lstm_weight_gradients(
     cdef int tid = 0, n = 0
     cdef unsigned int fpmode = 0
     cdef fl_barrier_state bar
+    if nthr > 1 and not fl_team_pays(&bar, lstm_flops(R, I, H, 0) / FLOPS_PER_NS):
+        nthr = 1  # (see lstm_forward)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         fpmode = fl_flush_denormals()
@@ -737,12 +784,14 @@ cdef int lstm_weight_gradients(
         fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
+        fl_team_started(&bar, tid)
         if tid == 0:
             ran[0] = n
         weight_gradients(ops, tid, n, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx,
                          dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC,
                          scratch + nthr * BIG_BLOCK * FL_KC, &bar)
         fl_restore_fpmode(fpmode)
+    fl_team_ended(&bar)
     return ran[0]
 
 

@@ -1,6 +1,10 @@
 /* fl_omp.h: the only place that touches OpenMP, so the library still builds (serially) without it. */
 #ifndef FL_OMP_H
 #define FL_OMP_H
+/* Measured cost of waking a team that slept, by idle time (see fl_team_pays); 0: not measured. */
+#define FL_IDLE_BUCKETS 8
+static long long fl_wake_ns[FL_IDLE_BUCKETS];
+static int fl_cold_teams = 1; /* 0: a sleeping team starts whatever it costs (tests) */
 #ifdef _OPENMP
 #include <omp.h>
 #define FL_OPENMP 1
@@ -24,6 +28,9 @@ typedef struct {
     unsigned int generation; /* barriers completed (wraps around); the futex word */
     int sleepers;            /* threads asleep (or about to be) on generation */
     int spins;               /* pauses before a waiter sleeps */
+    int cold;                /* idle-time bucket of a team that was asleep, or -1 (fl_team_pays) */
+    long long entry_ns;      /* when the caller decided to start the team */
+    long long late_ns;       /* the latest start of a thread of the team after entry_ns */
 } FL_CACHE_LINE fl_barrier_state; /* a cache line of its own: threads spin on it */
 
 #if defined(__GNUC__) /* GCC and Clang: their atomic builtins */
@@ -67,13 +74,17 @@ static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
 static inline void fl_wake_all(unsigned int *word) { (void)word; }
 #endif
 
-/* How long a waiter spins before it sleeps: ~50 us, longer than the threads of a balanced step
- * wait for each other, shorter than a sleep and wake-up. With more threads than processors only
- * ~2 us: the thread waited for may be the one whose core the waiter holds (4 threads on 2 cores
- * ran 4x slower than with libgomp's barrier with the long spin). A pause lasts ~25 ns on Zen 3,
- * ~45 on Skylake, ~3 on older Intel cores and ~1 on arm64, so the count comes from timing the
- * pauses of this CPU once per process. */
-#define FL_SPIN_NS 50000
+/* How long a waiter spins before it sleeps: 2 ms, far longer than the threads of a balanced step
+ * wait for each other, about what a sleep and wake-up costs on a VM: waking a halted vCPU took
+ * 0.1-5 ms on the 2-vCPU VM, and with a 50 us spin a thread that fell behind once (a host
+ * preemption) put the other to sleep, which then woke late itself, step after step: b) at 2
+ * threads after 150 ms idle took 26 ms (2 ms spin: 12 ms; 1 thread: 16 ms), c) 24 (19) ms. With
+ * a busy loop on one of the 2 cores the long spin measured no slower (a, c, f). With more
+ * threads than processors only ~2 us: the thread waited for may be the one whose core the
+ * waiter holds (4 threads on 2 cores ran 4x slower than with libgomp's barrier with a long
+ * spin). A pause lasts ~25 ns on Zen 3, ~45 on Skylake, ~3 on older Intel cores and ~1 on arm64,
+ * so the count comes from timing the pauses of this CPU once per process. */
+#define FL_SPIN_NS 2000000
 #define FL_SPIN_NS_OVERSUBSCRIBED 2000
 #include <time.h>
 static int fl_pauses_per_ms; /* 0 until measured; a race only measures twice */
@@ -113,6 +124,65 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->spins = team > 1 ? fl_spins_for(team > omp_get_num_procs() ? FL_SPIN_NS_OVERSUBSCRIBED
                                                                     : FL_SPIN_NS)
                         : 0;
+}
+
+/* Cold teams. Starting a team whose threads went to sleep costs their wake-up: microseconds on
+ * an idle core of a bare machine, but 0.1-5 ms on the 2-vCPU VM, whose host must schedule a
+ * halted vCPU again (a helper started 1.8 ms after the region's entry after 150 ms idle, 6 us
+ * after 8 ms, while libgomp's workers still spin). A one-step call (f: 0.04 ms) took 6 ms there
+ * on 2 threads after idling. So a call whose thread's last team ended over FL_WARM_NS ago runs
+ * on one thread unless its work (one thread's time) is at least twice the wake-up that starts
+ * after a like idle time were measured to cost; with no measurement yet it starts the team and
+ * measures. Idle times are bucketed by powers of 2 ms; each bucket keeps a running estimate. */
+#define FL_WARM_NS 1000000LL
+static __thread long long fl_team_last_end_ns; /* this thread's last team's end; 0: none yet */
+
+static inline long long fl_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* 1 when a team should start for work_ns of one thread's work, 0 for one thread; either way
+ * b's clock is set for fl_team_started and fl_team_ended (before fl_barrier_init). */
+static inline int fl_team_pays(fl_barrier_state *b, double work_ns)
+{
+    long long now = fl_now_ns(), idle = now - fl_team_last_end_ns;
+    b->entry_ns = now;
+    b->late_ns = 0;
+    b->cold = -1;
+    if (fl_team_last_end_ns != 0 && idle < FL_WARM_NS)
+        return 1;
+    int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more (or no team yet): 7 */
+    for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
+        k++;
+    b->cold = k;
+    long long wake = __atomic_load_n(&fl_wake_ns[k], __ATOMIC_RELAXED);
+    return !fl_cold_teams || wake == 0 || work_ns >= 2.0 * (double)wake;
+}
+
+/* Each thread of a team as it starts: the latest start after the entry is the wake-up's cost. */
+static inline void fl_team_started(fl_barrier_state *b, int tid)
+{
+    if (tid == 0 || b->cold < 0)
+        return;
+    long long late = fl_now_ns() - b->entry_ns;
+    long long seen = __atomic_load_n(&b->late_ns, __ATOMIC_RELAXED);
+    while (late > seen && !__atomic_compare_exchange_n(&b->late_ns, &seen, late, 1,
+                                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
+/* The caller, once the region is over: a cold start's cost joins its bucket (1/4 weight). */
+static inline void fl_team_ended(fl_barrier_state *b)
+{
+    if (b->cold >= 0 && b->late_ns > 0) {
+        long long old = __atomic_load_n(&fl_wake_ns[b->cold], __ATOMIC_RELAXED);
+        __atomic_store_n(&fl_wake_ns[b->cold], old ? (3 * old + b->late_ns) / 4 : b->late_ns,
+                         __ATOMIC_RELAXED);
+    }
+    fl_team_last_end_ns = fl_now_ns();
 }
 
 /* Waits until all `team` threads of the region have arrived. team 1 returns at once: the
@@ -160,6 +230,9 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
 #pragma omp barrier
     }
 }
+static inline int fl_team_pays(fl_barrier_state *b, double work_ns) { (void)b; (void)work_ns; return 1; }
+static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
+static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif
 #else
 #define FL_OPENMP 0
@@ -169,6 +242,9 @@ static inline int omp_get_thread_num(void) { return 0; }
 typedef struct { int unused; } fl_barrier_state;
 static inline void fl_barrier_init(fl_barrier_state *b, int team) { (void)team; b->unused = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team) { (void)b; (void)team; }
+static inline int fl_team_pays(fl_barrier_state *b, double work_ns) { (void)b; (void)work_ns; return 1; }
+static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
+static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif
 
 /* Denormals flushed inside the kernels' threads only (they can make arithmetic many times

@@ -26,6 +26,16 @@ def isa(request):
     _kernels.select_isa(before)
 
 
+@pytest.fixture(autouse=True)
+def teams_as_asked():
+    """Every test gets the teams it asks for: a call after an idle moment would otherwise run on
+    one thread when this machine's measured wake-up of a sleeping team costs more than the tiny
+    work (tests/test_threads.py tests that policy itself)."""
+    saved, _ = _kernels.cold_teams(False)
+    yield
+    _kernels.cold_teams(saved)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

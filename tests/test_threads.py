@@ -19,6 +19,7 @@ that importing/running fastlstm leaves the floating-point environment (FTZ/DAZ) 
 """
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -330,6 +331,55 @@ def test_team_size_counts_the_projected_step(P, teams):
         assert _team_after(lambda: model(x, num_threads=nt)) == expected, nt
         _, _, backprop = model.forward_train(x, num_threads=nt)
         assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected, nt
+
+
+@pytest.fixture
+def cold_teams_on():
+    """The cold-team policy on (conftest turns it off), with every setting restored after."""
+    saved = _kernels.cold_teams()
+    _kernels.cold_teams(True)
+    yield
+    _kernels.cold_teams(*saved)
+
+
+@requires_openmp
+@pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
+def test_a_sleeping_team_starts_only_when_the_work_pays_for_its_wake_up(cold_teams_on, train):
+    """After the calling thread's team has idled (> 1 ms), a call runs on one thread when the
+    wake-up measured for that idle time costs more than half its work; with no measurement yet
+    it starts the team and measures; a team that just ran starts whatever it costs. Results are
+    bitwise the same on every path."""
+    rng = np.random.default_rng(0)
+    model = fastlstm.LSTM(3, 100, seed=0)  # B=1: two unit shares at num_threads=2
+    x, hx, up = _data(rng, 4, 1, 3, 100, np.float32, False)
+
+    def run():
+        if not train:
+            return model(x, hx, num_threads=2)[0], fastlstm.openmp_info()["last_num_threads"]
+        out, _, backprop = model.forward_train(x, hx, num_threads=2)
+        teams = [fastlstm.openmp_info()["last_num_threads"]]
+        grads = backprop(*up, num_threads=2)
+        teams.append(fastlstm.openmp_info()["last_num_threads"])
+        return np.concatenate([out.ravel()] + [g.ravel() for g in grads.values()]), max(teams)
+
+    expected, _ = run()
+    _kernels.cold_teams(wake_costs=[1.0] * 8)  # every wake-up "costs" a second
+    time.sleep(0.02)
+    for _ in range(2):  # no team ran, so the team stays asleep
+        result, team = run()
+        assert team == 1
+        assert np.array_equal(result, expected)
+    _kernels.cold_teams(wake_costs=[0.0] * 8)  # not measured: start it, and measure
+    time.sleep(0.02)
+    result, team = run()
+    assert team == 2
+    assert np.array_equal(result, expected)
+    assert any(cost > 0 for cost in _kernels.cold_teams()[1])
+    _kernels.cold_teams(wake_costs=[1.0] * 8)
+    # right after a team ran it is awake (at least one of a few tries is within 1 ms of the last)
+    assert any(run()[1] == 2 for _ in range(5))
+    with pytest.raises(ValueError, match="8 values"):
+        _kernels.cold_teams(wake_costs=[0.0])
 
 
 @requires_openmp
