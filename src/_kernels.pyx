@@ -29,7 +29,7 @@ Work split, per call (plan_team: as many threads as the work pays for, up to the
   streams only its own slice of w_hh (with a projection, a second barrier per step: the
   projection is split by output panels). The barrier is fl_omp.h's own, not OpenMP's: ~250 ns
   against libgomp's ~600 ns between two cores.
-A team that has slept starts only for work that pays for its wake-up (fl_omp.h, fl_team_pays).
+A team that has slept starts only for work that pays for its wake-up (fl_omp.h, fl_team_size).
 A plan of one thread calls the per-thread body directly, with no OpenMP region (libgomp's costs
 ~0.5 us even for one thread); the bodies take their thread number and team size as arguments.
 Either way every element is computed by the same chain of operations, so results are bitwise
@@ -92,7 +92,7 @@ cdef extern from "fl_omp.h" nogil:
     int FL_IDLE_BUCKETS
     long long fl_wake_ns[]
     int fl_cold_teams
-    bint fl_team_pays(fl_barrier_state *b, double work_ns)
+    int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
     void fl_team_started(fl_barrier_state *b, int tid)
     void fl_team_ended(fl_barrier_state *b)
     unsigned int fl_flush_denormals()
@@ -221,7 +221,7 @@ def split_thresholds(step_bytes=None, thread_bytes=None):
     return split_step_bytes, split_thread_bytes
 
 
-# A team that has slept costs a wake-up to start (fl_omp.h, fl_team_pays), so a call weighs its
+# A team that has slept costs a wake-up to start (fl_omp.h, fl_team_size), so a call weighs its
 # work against it: its FLOPs at a modest one-core rate (batch-1 steps stream their weights at
 # ~30-50 GFLOP/s, larger ones compute at 60-90). The estimate need only tell 0.05 ms from 5 ms.
 cdef double FLOPS_PER_NS = 30.0
@@ -423,13 +423,14 @@ cdef int lstm_forward(
         return 0
     if T == 0 or B == 0:
         return 1
-    if nthr > 1 and not fl_team_pays(&bar, lstm_flops(T * B, I, H, P) / FLOPS_PER_NS):
-        nthr = 1  # the team sleeps and would take longer to wake than the work takes
+    # (a sleeping team starts only once the work pays for its wake-up)
+    nthr = fl_team_size(&bar, nthr, lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1,
                        &bar)
+        fl_team_ended(&bar)
         return 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -725,13 +726,13 @@ cdef int lstm_backward(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef fl_barrier_state bar
-    if nthr > 1 and not fl_team_pays(&bar, 2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS):
-        nthr = 1  # (see lstm_forward)
+    nthr = fl_team_size(&bar, nthr, 2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
                         w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1, &bar)
+        fl_team_ended(&bar)
         return 1
     with parallel(num_threads=nthr):
         tid = omp_get_thread_num()
@@ -771,14 +772,14 @@ cdef int lstm_weight_gradients(
     cdef int tid = 0, n = 0
     cdef unsigned int fpmode = 0
     cdef fl_barrier_state bar
-    if nthr > 1 and not fl_team_pays(&bar, lstm_flops(R, I, H, 0) / FLOPS_PER_NS):
-        nthr = 1  # (see lstm_forward)
+    nthr = fl_team_size(&bar, nthr, lstm_flops(R, I, H, 0) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         fpmode = fl_flush_denormals()
         weight_gradients(ops, 0, 1, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih,
                          dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC, &bar)
         fl_restore_fpmode(fpmode)
+        fl_team_ended(&bar)
         return 1
     with parallel(num_threads=nthr):
         fpmode = fl_flush_denormals()

@@ -1,7 +1,7 @@
 /* fl_omp.h: the only place that touches OpenMP, so the library still builds (serially) without it. */
 #ifndef FL_OMP_H
 #define FL_OMP_H
-/* Measured cost of waking a team that slept, by idle time (see fl_team_pays); 0: not measured. */
+/* Measured cost of waking a team that slept, by idle time (see fl_team_size); 0: not measured. */
 #define FL_IDLE_BUCKETS 8
 static long long fl_wake_ns[FL_IDLE_BUCKETS];
 static int fl_cold_teams = 1; /* 0: a sleeping team starts whatever it costs (tests) */
@@ -28,8 +28,9 @@ typedef struct {
     unsigned int generation; /* barriers completed (wraps around); the futex word */
     int sleepers;            /* threads asleep (or about to be) on generation */
     int spins;               /* pauses before a waiter sleeps */
-    int cold;                /* idle-time bucket of a team that was asleep, or -1 (fl_team_pays) */
-    long long entry_ns;      /* when the caller decided to start the team */
+    int team;                /* threads fl_team_size chose */
+    int cold;                /* idle-time bucket of a sleeping team that starts, or -1 */
+    long long entry_ns;      /* when the caller chose the team size; 0: a plan of one thread */
     long long late_ns;       /* the latest start of a thread of the team after entry_ns */
 } FL_CACHE_LINE fl_barrier_state; /* a cache line of its own: threads spin on it */
 
@@ -130,12 +131,17 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
  * an idle core of a bare machine, but 0.1-5 ms on the 2-vCPU VM, whose host must schedule a
  * halted vCPU again (a helper started 1.8 ms after the region's entry after 150 ms idle, 6 us
  * after 8 ms, while libgomp's workers still spin). A one-step call (f: 0.04 ms) took 6 ms there
- * on 2 threads after idling. So a call whose thread's last team ended over FL_WARM_NS ago runs
- * on one thread unless its work (one thread's time) is at least twice the wake-up that starts
- * after a like idle time were measured to cost; with no measurement yet it starts the team and
- * measures. Idle times are bucketed by powers of 2 ms; each bucket keeps a running estimate. */
+ * on 2 threads after idling. So when the calling thread's last team ended over FL_WARM_NS ago,
+ * the call runs on one thread until the work of the burst it belongs to (calls each starting
+ * within FL_WARM_NS of the previous one's end) reaches twice the wake-up that starts after a
+ * like idle time were measured to cost: a sporadic small call never wakes the team, a stream of
+ * them wakes it once, having spent at most about what waking it cost (the ski-rental rule).
+ * With no measurement yet the team starts, and measures. Idle times are bucketed by powers of 2
+ * ms; each bucket keeps a running estimate. */
 #define FL_WARM_NS 1000000LL
 static __thread long long fl_team_last_end_ns; /* this thread's last team's end; 0: none yet */
+static __thread long long fl_call_last_end_ns; /* this thread's last call's end */
+static __thread double fl_burst_work_ns;       /* one thread's work of the calls of this burst */
 
 static inline long long fl_now_ns(void)
 {
@@ -144,22 +150,31 @@ static inline long long fl_now_ns(void)
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* 1 when a team should start for work_ns of one thread's work, 0 for one thread; either way
- * b's clock is set for fl_team_started and fl_team_ended (before fl_barrier_init). */
-static inline int fl_team_pays(fl_barrier_state *b, double work_ns)
+/* The threads to start of the `planned` a call's work plan asks for, for work_ns of one
+ * thread's work: `planned`, or 1 while the team sleeps and the burst's work does not pay for its
+ * wake-up. Sets b's clock for fl_team_started and fl_team_ended (before fl_barrier_init). */
+static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
+    b->team = planned;
+    b->cold = -1;
+    b->late_ns = 0;
+    b->entry_ns = 0; /* (a plan of one thread: nothing to note at the end either) */
+    if (planned <= 1)
+        return planned;
     long long now = fl_now_ns(), idle = now - fl_team_last_end_ns;
     b->entry_ns = now;
-    b->late_ns = 0;
-    b->cold = -1;
+    fl_burst_work_ns = (now - fl_call_last_end_ns < FL_WARM_NS ? fl_burst_work_ns : 0) + work_ns;
     if (fl_team_last_end_ns != 0 && idle < FL_WARM_NS)
-        return 1;
+        return planned;
     int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more (or no team yet): 7 */
     for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
         k++;
-    b->cold = k;
     long long wake = __atomic_load_n(&fl_wake_ns[k], __ATOMIC_RELAXED);
-    return !fl_cold_teams || wake == 0 || work_ns >= 2.0 * (double)wake;
+    if (fl_cold_teams && wake > 0 && fl_burst_work_ns < 2.0 * (double)wake)
+        b->team = 1;
+    else
+        b->cold = k;
+    return b->team;
 }
 
 /* Each thread of a team as it starts: the latest start after the entry is the wake-up's cost. */
@@ -174,15 +189,21 @@ static inline void fl_team_started(fl_barrier_state *b, int tid)
     }
 }
 
-/* The caller, once the region is over: a cold start's cost joins its bucket (1/4 weight). */
+/* The caller, once the call's work is done, on a team or not: a cold start's cost joins its
+ * bucket (1/4 weight), and the clocks of the burst and the team move on. */
 static inline void fl_team_ended(fl_barrier_state *b)
 {
+    if (b->entry_ns == 0)
+        return;
+    long long now = fl_now_ns();
     if (b->cold >= 0 && b->late_ns > 0) {
         long long old = __atomic_load_n(&fl_wake_ns[b->cold], __ATOMIC_RELAXED);
         __atomic_store_n(&fl_wake_ns[b->cold], old ? (3 * old + b->late_ns) / 4 : b->late_ns,
                          __ATOMIC_RELAXED);
     }
-    fl_team_last_end_ns = fl_now_ns();
+    if (b->team > 1)
+        fl_team_last_end_ns = now;
+    fl_call_last_end_ns = now;
 }
 
 /* Waits until all `team` threads of the region have arrived. team 1 returns at once: the
@@ -230,7 +251,7 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
 #pragma omp barrier
     }
 }
-static inline int fl_team_pays(fl_barrier_state *b, double work_ns) { (void)b; (void)work_ns; return 1; }
+static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns) { (void)b; (void)work_ns; return planned; }
 static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
 static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif
@@ -242,7 +263,7 @@ static inline int omp_get_thread_num(void) { return 0; }
 typedef struct { int unused; } fl_barrier_state;
 static inline void fl_barrier_init(fl_barrier_state *b, int team) { (void)team; b->unused = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team) { (void)b; (void)team; }
-static inline int fl_team_pays(fl_barrier_state *b, double work_ns) { (void)b; (void)work_ns; return 1; }
+static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns) { (void)b; (void)work_ns; return planned; }
 static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
 static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif

@@ -345,10 +345,10 @@ def cold_teams_on():
 @requires_openmp
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
 def test_a_sleeping_team_starts_only_when_the_work_pays_for_its_wake_up(cold_teams_on, train):
-    """After the calling thread's team has idled (> 1 ms), a call runs on one thread when the
-    wake-up measured for that idle time costs more than half its work; with no measurement yet
-    it starts the team and measures; a team that just ran starts whatever it costs. Results are
-    bitwise the same on every path."""
+    """After the calling thread's team has idled (> 1 ms), calls run on one thread until the
+    work of their burst (calls in quick succession) reaches twice the wake-up measured for that
+    idle time; with no measurement yet the team starts and measures; a team that just ran
+    starts whatever it costs. Results are bitwise the same on every path."""
     rng = np.random.default_rng(0)
     model = fastlstm.LSTM(3, 100, seed=0)  # B=1: two unit shares at num_threads=2
     x, hx, up = _data(rng, 4, 1, 3, 100, np.float32, False)
@@ -378,6 +378,14 @@ def test_a_sleeping_team_starts_only_when_the_work_pays_for_its_wake_up(cold_tea
     _kernels.cold_teams(wake_costs=[1.0] * 8)
     # right after a team ran it is awake (at least one of a few tries is within 1 ms of the last)
     assert any(run()[1] == 2 for _ in range(5))
+    # a burst: each call's estimated work is ~11 us (forward) or ~33 us (training), so a 20 us
+    # wake-up is paid for (40 us) by the burst's 4th or 2nd call, not its first
+    _kernels.cold_teams(wake_costs=[20e-6] * 8)
+    time.sleep(0.02)
+    burst = [run() for _ in range(20)]
+    assert burst[0][1] == 1
+    assert any(team == 2 for _, team in burst)
+    assert all(np.array_equal(result, expected) for result, _ in burst)
     with pytest.raises(ValueError, match="8 values"):
         _kernels.cold_teams(wake_costs=[0.0])
 
