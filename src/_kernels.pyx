@@ -92,6 +92,7 @@ cdef extern from "fl_omp.h" nogil:
     int FL_IDLE_BUCKETS
     long long fl_wake_ns[]
     int fl_cold_teams
+    int FL_HAVE_COLD_TEAMS
     int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
     void fl_team_started(fl_barrier_state *b, int tid)
     void fl_team_ended(fl_barrier_state *b)
@@ -238,16 +239,18 @@ def cold_teams(enabled=None, wake_costs=None):
     that slept starts only for work that pays for its wake-up, and the wake-up costs measured so
     far, in seconds, by idle time ([1, 2), [2, 4), ... ms, the last 128 ms and more; 0: not
     measured yet). Tests turn the policy off to get the teams they ask for. Process-wide; not for
-    use during calls."""
+    use during calls. Builds without it (MSVC, or no OpenMP) always report it off."""
     global fl_cold_teams
     cdef int k
     if wake_costs is not None:
-        if len(wake_costs) != FL_IDLE_BUCKETS:
-            raise ValueError(f"wake_costs takes {FL_IDLE_BUCKETS} values, got {len(wake_costs)}")
+        costs = [float(c) for c in wake_costs]
+        if len(costs) != FL_IDLE_BUCKETS or not all(0 <= c <= 1e3 for c in costs):
+            raise ValueError(f"wake_costs takes {FL_IDLE_BUCKETS} values of 0 to 1000 seconds, "
+                             f"got {wake_costs!r}")
         for k in range(FL_IDLE_BUCKETS):
-            fl_wake_ns[k] = <long long>(max(0.0, float(wake_costs[k])) * 1e9)
+            fl_wake_ns[k] = <long long>(costs[k] * 1e9)
     if enabled is not None:
-        fl_cold_teams = 1 if enabled else 0
+        fl_cold_teams = 1 if enabled and FL_HAVE_COLD_TEAMS else 0
     return bool(fl_cold_teams), [fl_wake_ns[k] * 1e-9 for k in range(FL_IDLE_BUCKETS)]
 
 

@@ -5,6 +5,11 @@
 #define FL_IDLE_BUCKETS 8
 static long long fl_wake_ns[FL_IDLE_BUCKETS];
 static int fl_cold_teams = 1; /* 0: a sleeping team starts whatever it costs (tests) */
+#if defined(_OPENMP) && defined(__GNUC__)
+#define FL_HAVE_COLD_TEAMS 1
+#else /* (MSVC: no such policy; without OpenMP: no teams) */
+#define FL_HAVE_COLD_TEAMS 0
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #define FL_OPENMP 1
@@ -40,8 +45,8 @@ typedef struct {
 #define FL_SPIN_PAUSE() __builtin_ia32_pause()
 #elif defined(__aarch64__)
 #define FL_SPIN_PAUSE() __asm__ __volatile__("yield")
-#else
-#define FL_SPIN_PAUSE() ((void)0)
+#else /* no pause instruction: an empty statement the compiler may not remove */
+#define FL_SPIN_PAUSE() __asm__ __volatile__("" ::: "memory")
 #endif
 
 #if defined(__linux__)
@@ -87,15 +92,11 @@ static inline void fl_wake_all(unsigned int *word) { (void)word; }
  * so the count comes from timing the pauses of this CPU once per process. */
 #define FL_SPIN_NS 2000000
 #define FL_SPIN_NS_OVERSUBSCRIBED 2000
-#include <time.h>
 static int fl_pauses_per_ms; /* 0 until measured; a race only measures twice */
+static unsigned int fl_spin_probe; /* read by the timed loop, as a waiter reads the generation */
 
-static inline double fl_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+/* Seconds from OpenMP's clock (monotonic; no <time.h> clock that every platform has). */
+static inline double fl_seconds(void) { return omp_get_wtime(); }
 
 static inline int fl_spins_for(long ns)
 {
@@ -104,8 +105,11 @@ static inline int fl_spins_for(long ns)
         double best = 1e9; /* the faster of three: a run the scheduler interrupted reads slow */
         for (int run = 0; run < 3; run++) {
             double t = fl_seconds();
-            for (int i = 0; i < 256; i++)
+            for (int i = 0; i < 256; i++) { /* a waiter's loop: a load, then a pause */
+                if (__atomic_load_n(&fl_spin_probe, __ATOMIC_ACQUIRE) != 0)
+                    break;
                 FL_SPIN_PAUSE();
+            }
             t = fl_seconds() - t;
             best = t < best ? t : best;
         }
@@ -143,12 +147,7 @@ static __thread long long fl_team_last_end_ns; /* this thread's last team's end;
 static __thread long long fl_call_last_end_ns; /* this thread's last call's end */
 static __thread double fl_burst_work_ns;       /* one thread's work of the calls of this burst */
 
-static inline long long fl_now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
+static inline long long fl_now_ns(void) { return (long long)(fl_seconds() * 1e9); }
 
 /* The threads to start of the `planned` a call's work plan asks for, for work_ns of one
  * thread's work: `planned`, or 1 while the team sleeps and the burst's work does not pay for its
@@ -164,9 +163,9 @@ static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
     long long now = fl_now_ns(), idle = now - fl_team_last_end_ns;
     b->entry_ns = now;
     fl_burst_work_ns = (now - fl_call_last_end_ns < FL_WARM_NS ? fl_burst_work_ns : 0) + work_ns;
-    if (fl_team_last_end_ns != 0 && idle < FL_WARM_NS)
-        return planned;
-    int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more (or no team yet): 7 */
+    if (fl_team_last_end_ns == 0 || idle < FL_WARM_NS)
+        return planned; /* warm, or this thread's first team (its start creates the threads) */
+    int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more: 7 */
     for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
         k++;
     long long wake = __atomic_load_n(&fl_wake_ns[k], __ATOMIC_RELAXED);
@@ -198,7 +197,9 @@ static inline void fl_team_ended(fl_barrier_state *b)
     long long now = fl_now_ns();
     if (b->cold >= 0 && b->late_ns > 0) {
         long long old = __atomic_load_n(&fl_wake_ns[b->cold], __ATOMIC_RELAXED);
-        __atomic_store_n(&fl_wake_ns[b->cold], old ? (3 * old + b->late_ns) / 4 : b->late_ns,
+        long long late = old && b->late_ns > 4 * old ? 4 * old : b->late_ns; /* (one preempted
+                                                       thread must not make the estimate stick) */
+        __atomic_store_n(&fl_wake_ns[b->cold], old ? (3 * old + late) / 4 : late,
                          __ATOMIC_RELAXED);
     }
     if (b->team > 1)

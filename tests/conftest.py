@@ -31,7 +31,8 @@ def teams_as_asked():
     """Every test gets the teams it asks for: a call after an idle moment would otherwise run on
     one thread when this machine's measured wake-up of a sleeping team costs more than the tiny
     work (tests/test_threads.py tests that policy itself)."""
-    saved, _ = _kernels.cold_teams(False)
+    saved = _kernels.cold_teams()[0]
+    _kernels.cold_teams(False)
     yield
     _kernels.cold_teams(saved)
 
