@@ -89,6 +89,8 @@ cdef extern from "fl_omp.h" nogil:
         pass
     void fl_barrier_init(fl_barrier_state *b, int team)
     void fl_barrier(fl_barrier_state *b, int team)
+    long long fl_next_item(fl_barrier_state *b)
+    void fl_reset_items(fl_barrier_state *b)
     int FL_IDLE_BUCKETS
     long long fl_wake_ns[]
     int fl_cold_teams
@@ -257,12 +259,13 @@ def cold_teams(enabled=None, wake_costs=None):
 # ------------------------------------------------------------------------------------------------
 # Forward
 
-cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t tn,
+cdef void input_projection(const fl_isa_ops *ops, Py_ssize_t tn,
                            Py_ssize_t B, Py_ssize_t I, Py_ssize_t Hp, const floating *x,
                            Py_ssize_t xs_t, Py_ssize_t xs_b, const floating *w_ih,
-                           Py_ssize_t wgroup, const floating *bias,
-                           floating *gates) noexcept nogil:
-    """gates[t, b] = bias + x[t, b] @ W_ih^T for tn steps, this thread's share of the tiles."""
+                           Py_ssize_t wgroup, const floating *bias, floating *gates,
+                           fl_barrier_state *bar) noexcept nogil:
+    """gates[t, b] = bias + x[t, b] @ W_ih^T for tn steps: the tiles this thread takes from the
+    team's counter (fl_next_item; reset before the next call)."""
     cdef Py_ssize_t NR = panel(gates), nblk = Hp // NR, G4 = 4 * Hp
     cdef Py_ssize_t ngroups, M, rsa, ldc, a_group, c_group
     if xs_t == B * xs_b or tn == 1:  # rows (t, b) evenly strided: one group of tn*B rows
@@ -270,10 +273,11 @@ cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     else:  # batch-first input: one group of tn rows per sequence
         ngroups, M, rsa, ldc, a_group, c_group = B, tn, xs_t, B * G4, xs_b, G4
     cdef Py_ssize_t nrb = (M + ROW_BLOCK - 1) // ROW_BLOCK
-    cdef Py_ssize_t w, lo, hi, grp, u, m0, m, idx, rg, rin, rem
-    lo = share(ngroups * nblk * nrb, tid, nthr)
-    hi = share(ngroups * nblk * nrb, tid + 1, nthr)
-    for w in range(lo, hi):
+    cdef Py_ssize_t items = ngroups * nblk * nrb, w, grp, u, m0, m, idx, rg, rin, rem
+    # Taken in order, not in fixed shares: a team's thread that wakes late (a VM's vCPU can take
+    # milliseconds) finds the others into its items instead of making them wait at the barrier.
+    w = fl_next_item(bar)
+    while w < items:
         # Items go by groups of ROW_GROUP row blocks, and by unit block inside a group: the
         # group's rows of x stay in L2 while every unit block's weights pass over them (a long
         # x streamed from L3 once per unit block cost 15% at B=16, I=256).
@@ -288,6 +292,7 @@ cdef void input_projection(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         gemm(ops, m, 4, I, x + grp * a_group + m0 * rsa, rsa, 1, w_ih + 4 * u * I * NR,
              wgroup * NR, wgroup, wgroup * I * NR, gates + grp * c_group + m0 * ldc + 4 * u * NR,
              ldc, 0, bias + 4 * u * NR if bias != NULL else <const floating *>NULL)
+        w = fl_next_item(bar)
 
 
 cdef void recurrent_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0,
@@ -355,9 +360,11 @@ cdef void forward_thread(
     cdef unsigned int fpmode = fl_flush_denormals()
     while t0 < T:
         tn = T - t0 if T - t0 < chunk else chunk
-        input_projection(ops, tid, n, tn, B, I, Hp, x + t0 * xs_t, xs_t, xs_b, w_ih, wgroup,
-                         bias, gates)
-        fl_barrier(bar, n)
+        input_projection(ops, tn, B, I, Hp, x + t0 * xs_t, xs_t, xs_b, w_ih, wgroup, bias,
+                         gates, bar)
+        fl_barrier(bar, n)  # (every item is taken: the counter is free until the next chunk)
+        if tid == 0:
+            fl_reset_items(bar)
         for t in range(t0, t0 + tn):
             hs = t if train else t % 2
             hd = t + 1 if train else (t + 1) % 2

@@ -37,6 +37,7 @@ typedef struct {
     int cold;                /* idle-time bucket of a sleeping team that starts, or -1 */
     long long entry_ns;      /* when the caller chose the team size; 0: a plan of one thread */
     long long late_ns;       /* the latest start of a thread of the team after entry_ns */
+    long long next_item;     /* the next work item to take (fl_next_item) */
 } FL_CACHE_LINE fl_barrier_state; /* a cache line of its own: threads spin on it */
 
 #if defined(__GNUC__) /* GCC and Clang: their atomic builtins */
@@ -129,7 +130,17 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->spins = team > 1 ? fl_spins_for(team > omp_get_num_procs() ? FL_SPIN_NS_OVERSUBSCRIBED
                                                                     : FL_SPIN_NS)
                         : 0;
+    b->next_item = 0;
 }
+
+/* Work items a team takes in order, each thread the next one free, so a thread that starts late
+ * (waking) finds the others into its share instead of making them wait for it. Item numbers
+ * restart at 0 after fl_reset_items, which one thread calls between two barriers. */
+static inline long long fl_next_item(fl_barrier_state *b)
+{
+    return __atomic_fetch_add(&b->next_item, 1, __ATOMIC_RELAXED);
+}
+static inline void fl_reset_items(fl_barrier_state *b) { b->next_item = 0; }
 
 /* Cold teams. Starting a team whose threads went to sleep costs their wake-up: microseconds on
  * an idle core of a bare machine, but 0.1-5 ms on the 2-vCPU VM, whose host must schedule a
@@ -244,7 +255,16 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->generation = 0;
     b->sleepers = 0;
     b->spins = 0;
+    b->next_item = 0;
 }
+static inline long long fl_next_item(fl_barrier_state *b)
+{
+    long long v;
+#pragma omp atomic capture
+    v = b->next_item++;
+    return v;
+}
+static inline void fl_reset_items(fl_barrier_state *b) { b->next_item = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team)
 {
     (void)b;
@@ -261,8 +281,10 @@ static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
-typedef struct { int unused; } fl_barrier_state;
-static inline void fl_barrier_init(fl_barrier_state *b, int team) { (void)team; b->unused = 0; }
+typedef struct { long long next_item; } fl_barrier_state;
+static inline void fl_barrier_init(fl_barrier_state *b, int team) { (void)team; b->next_item = 0; }
+static inline long long fl_next_item(fl_barrier_state *b) { return b->next_item++; }
+static inline void fl_reset_items(fl_barrier_state *b) { b->next_item = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team) { (void)b; (void)team; }
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns) { (void)b; (void)work_ns; return planned; }
 static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
