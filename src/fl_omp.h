@@ -260,7 +260,7 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
 static inline long long fl_next_item(fl_barrier_state *b)
 {
     long long v;
-#pragma omp atomic capture
+#pragma omp critical(fl_next_item) /* (MSVC's OpenMP 2.0 has no atomic capture) */
     v = b->next_item++;
     return v;
 }
