@@ -230,7 +230,8 @@ def split_thresholds(step_bytes=None, thread_bytes=None):
 cdef double FLOPS_PER_NS = 30.0
 
 
-cdef inline double lstm_flops(Py_ssize_t rows, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P) noexcept nogil:
+cdef inline double lstm_flops(Py_ssize_t rows, Py_ssize_t I, Py_ssize_t H,
+                              Py_ssize_t P) noexcept nogil:
     """Multiply-add FLOPs of a forward over `rows` (step, batch row) pairs."""
     cdef Py_ssize_t Kr = P if P > 0 else H
     return 2.0 * rows * (4.0 * H * (I + Kr) + (<double>P) * H)
