@@ -42,6 +42,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+import math
+import os
 import time
 
 import numpy as np
@@ -83,6 +85,7 @@ cdef extern from "fl_kernels.h" nogil:
 cdef extern from "fl_omp.h" nogil:
     int FL_OPENMP
     int omp_get_max_threads()
+    int omp_get_num_procs()
     int omp_get_num_threads()
     int omp_get_thread_num()
     ctypedef struct fl_barrier_state:
@@ -169,10 +172,58 @@ cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
     return (n * k) // nthr
 
 
+# The most threads a team starts: the CPUs this process may run on (usable_cpus; 0: no limit).
+# Past them, threads take turns on a core and every barrier waits for one that is not running: a
+# 100-step batch-1 forward ran 8x slower with 8 threads on 2 cores than with 2.
+cdef int cpu_cap = 0
+
+
 cdef inline int resolve_threads(int num_threads) noexcept nogil:
     if num_threads <= 0:
         num_threads = omp_get_max_threads()
+    if 0 < cpu_cap < num_threads:
+        num_threads = cpu_cap
     return num_threads if num_threads > 0 else 1
+
+
+def usable_cpus(cgroup="/sys/fs/cgroup"):
+    """CPUs this process may run on: those of its affinity mask, fewer under a cgroup CPU quota
+    (a container's --cpus, rounded up), at least 1. cgroup: where the cgroup files are."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    for quota_file, period_file in (("cpu.max", None),  # v2: "max 100000", "200000 100000"
+                                    ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):  # v1
+        try:
+            with open(os.path.join(cgroup, quota_file)) as f:
+                words = f.read().split()
+            if period_file is not None:
+                with open(os.path.join(cgroup, period_file)) as f:
+                    words.append(f.read().strip())
+            quota = 0 if words[0] == "max" else int(words[0])  # (v1 says -1 for none)
+            period = int(words[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            n = min(n, math.ceil(quota / period))
+        break
+    return max(1, n)
+
+
+def cpu_limit(n=None):
+    """The most threads a team starts, after setting it to n (0: no limit; tests lift it to get
+    the teams they ask for on any machine). Set at import to usable_cpus(). Process-wide; not
+    for use during calls."""
+    global cpu_cap
+    if n is not None:
+        if type(n) is not int or n < 0:
+            raise ValueError(f"cpu_limit takes an int >= 0, got {n!r}")
+        cpu_cap = min(n, 2**31 - 1)
+    return cpu_cap
+
+
+cpu_cap = usable_cpus()
 
 
 # How a recurrence is shared among threads. Batch split: each thread owns whole batch rows and
@@ -1509,8 +1560,9 @@ def openmp_enabled():
 
 
 def max_threads():
-    """omp_get_max_threads(): what num_threads=None means (OMP_NUM_THREADS, threadpoolctl)."""
-    return omp_get_max_threads()
+    """What num_threads=None means: omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl), at
+    most cpu_limit()."""
+    return resolve_threads(0)
 
 
 def isa():

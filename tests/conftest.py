@@ -28,13 +28,16 @@ def isa(request):
 
 @pytest.fixture(autouse=True)
 def teams_as_asked():
-    """Every test gets the teams it asks for: a call after an idle moment would otherwise run on
-    one thread when this machine's measured wake-up of a sleeping team costs more than the tiny
-    work (tests/test_threads.py tests that policy itself)."""
-    saved = _kernels.cold_teams()[0]
+    """Every test gets the teams it asks for, on any machine: a call after an idle moment would
+    otherwise run on one thread when this machine's measured wake-up of a sleeping team costs
+    more than the tiny work, and no team would be larger than this machine's CPUs
+    (tests/test_threads.py tests both policies themselves)."""
+    saved, cap = _kernels.cold_teams()[0], _kernels.cpu_limit()
     _kernels.cold_teams(False)
+    _kernels.cpu_limit(0)
     yield
     _kernels.cold_teams(saved)
+    _kernels.cpu_limit(cap)
 
 
 @pytest.fixture

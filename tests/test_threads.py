@@ -18,6 +18,8 @@ many Python threads on one shared model agree with serial calls, that no input i
 that importing/running fastlstm leaves the floating-point environment (FTZ/DAZ) alone.
 """
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -331,6 +333,68 @@ def test_team_size_counts_the_projected_step(P, teams):
         assert _team_after(lambda: model(x, num_threads=nt)) == expected, nt
         _, _, backprop = model.forward_train(x, num_threads=nt)
         assert _team_after(lambda: backprop(*up, num_threads=nt)) == expected, nt
+
+
+@requires_openmp
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_no_team_is_larger_than_the_cpus_it_may_run_on(dtype):
+    """With more threads than CPUs every barrier waits for a thread that is not running (8x
+    slower on 2 cores): the team stops at cpu_limit(), and the results keep their bits."""
+    rng = np.random.default_rng(5)
+    model = fastlstm.LSTM(3, 512, dtype=dtype, seed=0)  # B=1, H=512: a unit block per thread
+    x, hx, up = _data(rng, 3, 1, 3, 512, dtype, False)
+    y = model(x, hx, num_threads=1)[0]
+    _, _, backprop = model.forward_train(x, hx, num_threads=1)
+    grads = backprop(*up, num_threads=1)
+    assert _team_after(lambda: model(x, hx, num_threads=8)) == 8  # conftest: no limit
+    for cap in (3, 2, 1):
+        _kernels.cpu_limit(cap)
+        default = fastlstm.openmp_info()["max_threads"]  # what None means, capped
+        assert 1 <= default <= cap
+        for nt in (None, 2, 8, 2**40):
+            team = default if nt is None else min(nt, cap)
+            assert _team_after(lambda: model(x, hx, num_threads=nt)) == team
+            assert np.array_equal(model(x, hx, num_threads=nt)[0], y)
+            _, _, backprop = model.forward_train(x, hx, num_threads=nt)
+            assert fastlstm.openmp_info()["last_num_threads"] == team
+            got = backprop(*up, num_threads=nt)
+            assert fastlstm.openmp_info()["last_num_threads"] == team
+            assert all(np.array_equal(got[k], grads[k]) for k in grads)
+    for bad in (-1, 1.5, "2", None.__class__):
+        with pytest.raises(ValueError, match="cpu_limit"):
+            _kernels.cpu_limit(bad)
+
+
+def test_usable_cpus_reads_the_affinity_mask_and_the_cgroup_quota(tmp_path):
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _kernels.usable_cpus(str(tmp_path)) == affinity  # no cgroup files: the mask
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _kernels.usable_cpus(str(tmp_path)) == affinity
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one thread
+    assert _kernels.usable_cpus(str(tmp_path)) == 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # --cpus=1.5: two threads
+    assert _kernels.usable_cpus(str(tmp_path)) == min(2, affinity)
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # cgroup v1, no quota
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _kernels.usable_cpus(str(tmp_path)) == affinity
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert _kernels.usable_cpus(str(tmp_path)) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("garbage\n")
+    assert _kernels.usable_cpus(str(tmp_path)) == affinity
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks here")
+def test_the_limit_at_import_is_the_affinity_mask():
+    """A process pinned to one CPU (taskset -c 0) runs every call on one thread."""
+    code = ("import numpy as np, fastlstm; from fastlstm import _kernels as k;"
+            "m = fastlstm.LSTM(3, 512, seed=0); m(np.ones((2, 1, 3), np.float32), num_threads=4);"
+            "print(k.cpu_limit(), fastlstm.openmp_info()['last_num_threads'])")
+    cpu = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert out.stdout.split() == ["1", "1"]
 
 
 @pytest.fixture
