@@ -85,7 +85,6 @@ cdef extern from "fl_kernels.h" nogil:
 cdef extern from "fl_omp.h" nogil:
     int FL_OPENMP
     int omp_get_max_threads()
-    int omp_get_num_procs()
     int omp_get_num_threads()
     int omp_get_thread_num()
     ctypedef struct fl_barrier_state:

@@ -284,7 +284,6 @@ static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #else
 #define FL_OPENMP 0
 static inline int omp_get_max_threads(void) { return 1; }
-static inline int omp_get_num_procs(void) { return 1; }
 static inline int omp_get_num_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
 typedef struct { long long next_item; } fl_barrier_state;
