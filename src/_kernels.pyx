@@ -94,6 +94,8 @@ cdef extern from "fl_omp.h" nogil:
     long long fl_next_item(fl_barrier_state *b)
     void fl_reset_items(fl_barrier_state *b)
     int FL_IDLE_BUCKETS
+    int fl_cpus
+    int fl_busy_threads
     long long fl_wake_ns[]
     int fl_cold_teams
     int FL_HAVE_COLD_TEAMS
@@ -171,17 +173,15 @@ cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
     return (n * k) // nthr
 
 
-# The most threads a team starts: the CPUs this process may run on (usable_cpus; 0: no limit).
-# Past them, threads take turns on a core and every barrier waits for one that is not running: a
-# 100-step batch-1 forward ran 8x slower with 8 threads on 2 cores than with 2.
-cdef int cpu_cap = 0
-
-
+# The most threads a team starts, fl_cpus (fl_omp.h): the CPUs this process may run on
+# (usable_cpus; 0: no limit). Past them, threads take turns on a core and every barrier waits for
+# one that is not running: a 100-step batch-1 forward ran 8x slower with 8 threads on 2 cores
+# than with 2. Calls running at once share them (fl_team_size).
 cdef inline int resolve_threads(int num_threads) noexcept nogil:
     if num_threads <= 0:
         num_threads = omp_get_max_threads()
-    if 0 < cpu_cap < num_threads:
-        num_threads = cpu_cap
+    if 0 < fl_cpus < num_threads:
+        num_threads = fl_cpus
     return num_threads if num_threads > 0 else 1
 
 
@@ -211,18 +211,28 @@ def usable_cpus(cgroup="/sys/fs/cgroup"):
 
 
 def cpu_limit(n=None):
-    """The most threads a team starts, after setting it to n (0: no limit; tests lift it to get
-    the teams they ask for on any machine). Set at import to usable_cpus(). Process-wide; not
-    for use during calls."""
-    global cpu_cap
+    """The CPUs fastlstm's calls may occupy, all calls running at once together, after setting
+    it to n (0: no limit; tests lift it to get the teams they ask for on any machine). Set at
+    import to usable_cpus(). Process-wide; not for use during calls."""
+    global fl_cpus
     if n is not None:
         if type(n) is not int or n < 0:
             raise ValueError(f"cpu_limit takes an int >= 0, got {n!r}")
-        cpu_cap = min(n, 2**31 - 1)
-    return cpu_cap
+        fl_cpus = min(n, 2**31 - 1)
+    return fl_cpus
 
 
-cpu_cap = usable_cpus()
+def busy_threads(int add=0):
+    """Threads that fastlstm's running calls occupy now, after adding `add` (tests stand in for
+    a call running elsewhere; 0 in builds without the sharing: MSVC, no OpenMP)."""
+    global fl_busy_threads
+    if FL_HAVE_COLD_TEAMS:
+        fl_busy_threads += add
+        return fl_busy_threads
+    return 0
+
+
+fl_cpus = usable_cpus()
 
 
 # How a recurrence is shared among threads. Batch split: each thread owns whole batch rows and

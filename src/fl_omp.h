@@ -5,9 +5,13 @@
 #define FL_IDLE_BUCKETS 8
 static long long fl_wake_ns[FL_IDLE_BUCKETS];
 static int fl_cold_teams = 1; /* 0: a sleeping team starts whatever it costs (tests) */
+/* The CPUs that the calls running at once share (set by _kernels.cpu_limit; 0: no limit), and
+ * the threads those calls run now (see fl_take_cpus; GCC and Clang builds). */
+static int fl_cpus;
+static int fl_busy_threads;
 #if defined(_OPENMP) && defined(__GNUC__)
-#define FL_HAVE_COLD_TEAMS 1
-#else /* (MSVC: no such policy; without OpenMP: no teams) */
+#define FL_HAVE_COLD_TEAMS 1 /* and the sharing of fl_cpus between calls (fl_team_size) */
+#else /* (MSVC: no such policies; without OpenMP: no teams) */
 #define FL_HAVE_COLD_TEAMS 0
 #endif
 #ifdef _OPENMP
@@ -33,7 +37,9 @@ typedef struct {
     unsigned int generation; /* barriers completed (wraps around); the futex word */
     int sleepers;            /* threads asleep (or about to be) on generation */
     int spins;               /* pauses before a waiter sleeps */
+    int spins_crowded;       /* the same while calls hold more threads than there are CPUs */
     int team;                /* threads fl_team_size chose */
+    int busy;                /* threads this call counts in fl_busy_threads */
     int cold;                /* idle-time bucket of a sleeping team that starts, or -1 */
     long long entry_ns;      /* when the caller chose the team size; 0: a plan of one thread */
     long long late_ns;       /* the latest start of a thread of the team after entry_ns */
@@ -127,9 +133,9 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->arrived = 0;
     b->generation = 0;
     b->sleepers = 0;
-    b->spins = team > 1 ? fl_spins_for(team > omp_get_num_procs() ? FL_SPIN_NS_OVERSUBSCRIBED
-                                                                    : FL_SPIN_NS)
-                        : 0;
+    b->spins_crowded = team > 1 ? fl_spins_for(FL_SPIN_NS_OVERSUBSCRIBED) : 0;
+    b->spins = team > omp_get_num_procs() ? b->spins_crowded
+                                          : team > 1 ? fl_spins_for(FL_SPIN_NS) : 0;
     b->next_item = 0;
 }
 
@@ -160,30 +166,55 @@ static __thread double fl_burst_work_ns;       /* one thread's work of the calls
 
 static inline long long fl_now_ns(void) { return (long long)(fl_seconds() * 1e9); }
 
+/* Calls running at once share the CPUs. Two Python threads each calling with 2 threads on 2
+ * CPUs ran 4 threads on 2 cores, and every step's barrier waited for a thread that had no core:
+ * a batch-1 forward took 160 ms instead of 0.5. So each call counts the threads it runs in
+ * fl_busy_threads for its duration and takes at most the CPUs left (at least 1); while calls
+ * hold more threads than CPUs anyway (one came when none was left), waiters spin only briefly. */
+static inline int fl_take_cpus(int want)
+{
+    int busy = __atomic_load_n(&fl_busy_threads, __ATOMIC_RELAXED), got;
+    do {
+        int left = fl_cpus - busy;
+        got = fl_cpus <= 0 || want <= left ? want : left > 1 ? left : 1;
+    } while (!__atomic_compare_exchange_n(&fl_busy_threads, &busy, busy + got, 1,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return got;
+}
+
+static inline int fl_crowded(void)
+{
+    return fl_cpus > 0 && __atomic_load_n(&fl_busy_threads, __ATOMIC_RELAXED) > fl_cpus;
+}
+
 /* The threads to start of the `planned` a call's work plan asks for, for work_ns of one
  * thread's work: `planned`, or 1 while the team sleeps and the burst's work does not pay for its
- * wake-up. Sets b's clock for fl_team_started and fl_team_ended (before fl_barrier_init). */
+ * wake-up, and no more than the CPUs other calls leave. Sets b's clock for fl_team_started and
+ * fl_team_ended (before fl_barrier_init); every call of it needs its fl_team_ended. */
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
     b->team = planned;
     b->cold = -1;
     b->late_ns = 0;
     b->entry_ns = 0; /* (a plan of one thread: nothing to note at the end either) */
-    if (planned <= 1)
-        return planned;
-    long long now = fl_now_ns(), idle = now - fl_team_last_end_ns;
-    b->entry_ns = now;
-    fl_burst_work_ns = (now - fl_call_last_end_ns < FL_WARM_NS ? fl_burst_work_ns : 0) + work_ns;
-    if (fl_team_last_end_ns == 0 || idle < FL_WARM_NS)
-        return planned; /* warm, or this thread's first team (its start creates the threads) */
-    int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more: 7 */
-    for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
-        k++;
-    long long wake = __atomic_load_n(&fl_wake_ns[k], __ATOMIC_RELAXED);
-    if (fl_cold_teams && wake > 0 && fl_burst_work_ns < 2.0 * (double)wake)
-        b->team = 1;
-    else
-        b->cold = k;
+    if (planned > 1) {
+        long long now = fl_now_ns(), idle = now - fl_team_last_end_ns;
+        b->entry_ns = now;
+        fl_burst_work_ns =
+            (now - fl_call_last_end_ns < FL_WARM_NS ? fl_burst_work_ns : 0) + work_ns;
+        /* cold: not warm, and not this thread's first team (its start creates the threads) */
+        if (fl_team_last_end_ns != 0 && idle >= FL_WARM_NS) {
+            int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more: 7 */
+            for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
+                k++;
+            long long wake = __atomic_load_n(&fl_wake_ns[k], __ATOMIC_RELAXED);
+            if (fl_cold_teams && wake > 0 && fl_burst_work_ns < 2.0 * (double)wake)
+                b->team = 1;
+            else
+                b->cold = k;
+        }
+    }
+    b->busy = b->team = fl_take_cpus(b->team);
     return b->team;
 }
 
@@ -203,6 +234,7 @@ static inline void fl_team_started(fl_barrier_state *b, int tid)
  * bucket (1/4 weight), and the clocks of the burst and the team move on. */
 static inline void fl_team_ended(fl_barrier_state *b)
 {
+    __atomic_sub_fetch(&fl_busy_threads, b->busy, __ATOMIC_RELAXED);
     if (b->entry_ns == 0)
         return;
     long long now = fl_now_ns();
@@ -237,7 +269,7 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
             fl_wake_all(&b->generation);
         return;
     }
-    for (int spins = b->spins; spins > 0; spins--) {
+    for (int spins = fl_crowded() ? b->spins_crowded : b->spins; spins > 0; spins--) {
         if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen)
             return;
         FL_SPIN_PAUSE();

@@ -668,8 +668,12 @@ def _serial_and_threaded(model, jobs, n_threads=8, calls=20):
     return failures
 
 
+@pytest.mark.parametrize("cpus", [0, 2], ids=["no_cpu_limit", "2_cpus_shared"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_concurrent_calls_on_one_shared_model(dtype):
+def test_concurrent_calls_on_one_shared_model(dtype, cpus):
+    """With or without the CPU limit (concurrent calls then share the CPUs: teams shrink while
+    others run), the same bits as serial calls; afterwards no call counts as running."""
+    _kernels.cpu_limit(cpus)  # (conftest restores it)
     rng = np.random.default_rng(6)
     model = fastlstm.LSTM(4, 40, dtype=dtype, seed=12)
     jobs = []
@@ -688,6 +692,34 @@ def test_concurrent_calls_on_one_shared_model(dtype):
         jobs += [infer, train]
     failures = _serial_and_threaded(model, jobs)
     assert not failures, failures[:10]
+    assert _kernels.busy_threads() == 0
+
+
+@requires_openmp
+def test_calls_running_at_once_share_the_cpus():
+    """Two Python threads calling with num_threads=2 on 2 CPUs ran 4 threads on 2 cores, each
+    step's barrier waiting for a thread with no core (160 ms for a 0.5 ms call): a call takes at
+    most the CPUs that running calls leave, and at least one. A running call is stood in for by
+    busy_threads(+n)."""
+    if _kernels.busy_threads() != 0 or not _kernels.cold_teams(True)[0]:
+        pytest.skip("this build does not count running calls (MSVC)")
+    _kernels.cold_teams(False)
+    _kernels.cpu_limit(2)
+    rng = np.random.default_rng(8)
+    model = fastlstm.LSTM(3, 512, seed=0)  # B=1, H=512: a team of 2 for num_threads=2
+    x, hx, up = _data(rng, 3, 1, 3, 512, np.float32, False)
+    expected = model(x, hx, num_threads=1)[0]
+    for others, team in [(0, 2), (1, 1), (2, 1), (5, 1), (0, 2)]:
+        _kernels.busy_threads(others)
+        try:
+            assert _team_after(lambda: model(x, hx, num_threads=2)) == team, others
+            assert np.array_equal(model(x, hx, num_threads=2)[0], expected)
+            _, _, backprop = model.forward_train(x, hx, num_threads=2)
+            assert fastlstm.openmp_info()["last_num_threads"] == team, others
+            assert _team_after(lambda: backprop(*up, num_threads=2)) == team, others
+            assert _kernels.busy_threads() == others  # every call gave its threads back
+        finally:
+            _kernels.busy_threads(-others)
 
 
 def test_concurrent_backprop_of_one_forward():
