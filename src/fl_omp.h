@@ -304,14 +304,6 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
 #pragma omp barrier
     }
 }
-static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
-{
-    (void)b;
-    (void)work_ns;
-    return planned;
-}
-static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
-static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif
 #else
 #define FL_OPENMP 0
@@ -323,6 +315,8 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team) { (void)team; 
 static inline long long fl_next_item(fl_barrier_state *b) { return b->next_item++; }
 static inline void fl_reset_items(fl_barrier_state *b) { b->next_item = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team) { (void)b; (void)team; }
+#endif
+#if !FL_HAVE_COLD_TEAMS /* no policy on team sizes: every team starts as planned */
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
     (void)b;
