@@ -96,6 +96,8 @@ cdef extern from "fl_omp.h" nogil:
     int FL_IDLE_BUCKETS
     int fl_cpus
     int fl_busy_threads
+    double fl_crowded_seconds(double set)
+    int fl_crowded_policy
     long long fl_wake_ns[]
     int fl_cold_teams
     int FL_HAVE_COLD_TEAMS
@@ -230,6 +232,22 @@ def busy_threads(int add=0):
         fl_busy_threads += add
         return fl_busy_threads
     return 0
+
+
+def crowded(seconds=None, enabled=None):
+    """(enabled, seconds left) of the crowded-CPU policy, after setting those given. A team's
+    waiter that offers its core and sees another thread take it (another process's team, a busy
+    loop) marks the CPUs crowded for 0.1 s, and meanwhile, when enabled, calls run on one thread.
+    Tests set the seconds to stand in for a crowded machine, and turn the policy off (conftest)
+    to get the teams they ask for. Process-wide. Builds without it (MSVC, no OpenMP) always
+    report (False, 0.0)."""
+    global fl_crowded_policy
+    if seconds is not None and not 0 <= seconds <= 1e3:
+        raise ValueError(f"crowded takes 0 to 1000 seconds, got {seconds!r}")
+    if enabled is not None:
+        fl_crowded_policy = 1 if enabled and FL_HAVE_COLD_TEAMS else 0
+    left = fl_crowded_seconds(-1.0 if seconds is None else seconds)
+    return bool(fl_crowded_policy and FL_HAVE_COLD_TEAMS), left
 
 
 fl_cpus = usable_cpus()

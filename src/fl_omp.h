@@ -9,6 +9,8 @@ static int fl_cold_teams = 1; /* 0: a sleeping team starts whatever it costs (te
  * the threads those calls run now (see fl_take_cpus; GCC and Clang builds). */
 static int fl_cpus;
 static int fl_busy_threads;
+static long long fl_crowded_until_ns; /* when the CPUs stop counting as crowded (fl_barrier) */
+static int fl_crowded_policy = 1;     /* 0: crowded CPUs do not shrink teams (tests) */
 #if defined(_OPENMP) && defined(__GNUC__)
 #define FL_HAVE_COLD_TEAMS 1 /* and the sharing of fl_cpus between calls (fl_team_size) */
 #else /* (MSVC: no such policies; without OpenMP: no teams) */
@@ -38,6 +40,7 @@ typedef struct {
     int sleepers;            /* threads asleep (or about to be) on generation */
     int spins;               /* pauses before a waiter sleeps */
     int spins_crowded;       /* the same while calls hold more threads than there are CPUs */
+    int yield_every;         /* pauses between two yields of the core while spinning */
     int team;                /* threads fl_team_size chose */
     int busy;                /* threads this call counts in fl_busy_threads */
     int cold;                /* idle-time bucket of a sleeping team that starts, or -1 */
@@ -77,6 +80,17 @@ static inline void fl_wake_all(unsigned int *word)
 {
     syscall(SYS_futex, word, FL_FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
+#include <sys/resource.h>
+#ifndef RUSAGE_THREAD
+#define RUSAGE_THREAD 1 /* (glibc declares it only with _GNU_SOURCE) */
+#endif
+/* The calling thread's involuntary context switches: a yield that let another thread of this
+ * machine run counts one (a host taking the vCPU away does not). */
+static inline long fl_switches(void)
+{
+    struct rusage r;
+    return getrusage(RUSAGE_THREAD, &r) == 0 ? r.ru_nivcsw : 0;
+}
 #else
 static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
 {
@@ -85,6 +99,7 @@ static inline void fl_sleep_while(unsigned int *word, unsigned int expected)
     sched_yield();
 }
 static inline void fl_wake_all(unsigned int *word) { (void)word; }
+static inline long fl_switches(void) { return 0; } /* (no crowding seen off Linux) */
 #endif
 
 /* How long a waiter spins before it sleeps: 2 ms, far longer than the threads of a balanced step
@@ -99,6 +114,14 @@ static inline void fl_wake_all(unsigned int *word) { (void)word; }
  * so the count comes from timing the pauses of this CPU once per process. */
 #define FL_SPIN_NS 2000000
 #define FL_SPIN_NS_OVERSUBSCRIBED 2000
+/* A spinning waiter offers its core every 20 us: the thread it waits for may be queued on that
+ * core behind it, when other processes run teams too (two processes each calling with 2 threads
+ * on 2 cores: 207 ms per batch-1 forward, against 0.7 ms for one thread each). With nothing
+ * else to run the yield returns at once. When another thread ran, the CPUs are crowded: the call's
+ * waiters sleep soon, and the process's calls run on one thread for FL_CROWDED_NS (fl_team_size),
+ * where a team would only wait for threads that have no core. */
+#define FL_YIELD_NS 20000
+#define FL_CROWDED_NS 100000000LL
 static int fl_pauses_per_ms; /* 0 until measured; a race only measures twice */
 static unsigned int fl_spin_probe; /* read by the timed loop, as a waiter reads the generation */
 
@@ -134,6 +157,7 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->generation = 0;
     b->sleepers = 0;
     b->spins_crowded = team > 1 ? fl_spins_for(FL_SPIN_NS_OVERSUBSCRIBED) : 0;
+    b->yield_every = fl_spins_for(FL_YIELD_NS);
     b->spins = team > omp_get_num_procs() ? b->spins_crowded
                                           : team > 1 ? fl_spins_for(FL_SPIN_NS) : 0;
     b->next_item = 0;
@@ -189,7 +213,8 @@ static inline int fl_crowded(void)
 
 /* The threads to start of the `planned` a call's work plan asks for, for work_ns of one
  * thread's work: `planned`, or 1 while the team sleeps and the burst's work does not pay for its
- * wake-up, and no more than the CPUs other calls leave. Sets b's clock for fl_team_started and
+ * wake-up or while the CPUs are crowded (fl_barrier), and no more than the CPUs other calls
+ * leave. Sets b's clock for fl_team_started and
  * fl_team_ended (before fl_barrier_init); every call of it needs its fl_team_ended. */
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
@@ -202,8 +227,10 @@ static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
         b->entry_ns = now;
         fl_burst_work_ns =
             (now - fl_call_last_end_ns < FL_WARM_NS ? fl_burst_work_ns : 0) + work_ns;
+        if (fl_crowded_policy && now < __atomic_load_n(&fl_crowded_until_ns, __ATOMIC_RELAXED))
+            b->team = 1;
         /* cold: not warm, and not this thread's first team (its start creates the threads) */
-        if (fl_team_last_end_ns != 0 && idle >= FL_WARM_NS) {
+        else if (fl_team_last_end_ns != 0 && idle >= FL_WARM_NS) {
             int k = 0; /* [1, 2) ms: 0, [2, 4): 1, ..., 128 ms and more: 7 */
             for (long long ms = idle / 1000000; ms > 1 && k < FL_IDLE_BUCKETS - 1; ms >>= 1)
                 k++;
@@ -216,6 +243,17 @@ static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
     }
     b->busy = b->team = fl_take_cpus(b->team);
     return b->team;
+}
+
+/* Seconds the CPUs still count as crowded, after setting that to `set` when it is >= 0 (tests
+ * stand in for a crowded machine). */
+static inline double fl_crowded_seconds(double set)
+{
+    long long now = fl_now_ns();
+    if (set >= 0)
+        __atomic_store_n(&fl_crowded_until_ns, now + (long long)(set * 1e9), __ATOMIC_RELAXED);
+    long long left = __atomic_load_n(&fl_crowded_until_ns, __ATOMIC_RELAXED) - now;
+    return left > 0 ? left * 1e-9 : 0.0;
 }
 
 /* Each thread of a team as it starts: the latest start after the entry is the wake-up's cost. */
@@ -269,10 +307,21 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
             fl_wake_all(&b->generation);
         return;
     }
-    for (int spins = fl_crowded() ? b->spins_crowded : b->spins; spins > 0; spins--) {
+    for (int spins = fl_crowded() ? b->spins_crowded : b->spins, k = 0; spins > 0; spins--) {
         if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen)
             return;
         FL_SPIN_PAUSE();
+        if (++k == b->yield_every) {
+            k = 0;
+            long switches = fl_switches();
+            sched_yield();
+            if (fl_switches() != switches) { /* another thread had this core meanwhile */
+                __atomic_store_n(&fl_crowded_until_ns, fl_now_ns() + FL_CROWDED_NS,
+                                 __ATOMIC_RELAXED);
+                __atomic_store_n(&b->spins, b->spins_crowded, __ATOMIC_RELAXED);
+                break;
+            }
+        }
     }
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->generation, __ATOMIC_SEQ_CST) == gen)
@@ -317,6 +366,11 @@ static inline void fl_reset_items(fl_barrier_state *b) { b->next_item = 0; }
 static inline void fl_barrier(fl_barrier_state *b, int team) { (void)b; (void)team; }
 #endif
 #if !FL_HAVE_COLD_TEAMS /* no policy on team sizes: every team starts as planned */
+static inline double fl_crowded_seconds(double set)
+{
+    (void)set;
+    return 0.0;
+}
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
     (void)b;

@@ -30,14 +30,16 @@ def isa(request):
 def teams_as_asked():
     """Every test gets the teams it asks for, on any machine: a call after an idle moment would
     otherwise run on one thread when this machine's measured wake-up of a sleeping team costs
-    more than the tiny work, and no team would be larger than this machine's CPUs
-    (tests/test_threads.py tests both policies themselves)."""
-    saved, cap = _kernels.cold_teams()[0], _kernels.cpu_limit()
+    more than the tiny work, no team would be larger than this machine's CPUs, and a moment of
+    crowded CPUs would shrink teams (tests/test_threads.py tests each policy itself)."""
+    saved, cap, crowded = _kernels.cold_teams()[0], _kernels.cpu_limit(), _kernels.crowded()[0]
     _kernels.cold_teams(False)
     _kernels.cpu_limit(0)
+    _kernels.crowded(0, enabled=False)
     yield
     _kernels.cold_teams(saved)
     _kernels.cpu_limit(cap)
+    _kernels.crowded(0, enabled=crowded)
 
 
 @pytest.fixture

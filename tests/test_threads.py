@@ -696,6 +696,35 @@ def test_concurrent_calls_on_one_shared_model(dtype, cpus):
 
 
 @requires_openmp
+def test_calls_run_on_one_thread_while_the_cpus_are_crowded():
+    """A barrier waiter that yields its core and sees another thread take it marks the CPUs
+    crowded for 0.1 s (another process's team, a busy loop: 2-thread calls there ran 10-300x
+    slower than 1 thread); meanwhile calls run on one thread, with the same bits. Stood in for
+    by crowded(seconds). (The cold-team policy stays off, as conftest has it.)"""
+    if not _kernels.crowded(enabled=True)[0]:
+        pytest.skip("this build has no crowded-CPU policy (MSVC: every team starts when asked)")
+    rng = np.random.default_rng(9)
+    model = fastlstm.LSTM(3, 512, seed=0)  # B=1, H=512: a team of 2 for num_threads=2
+    x, hx, up = _data(rng, 3, 1, 3, 512, np.float32, False)
+    expected = model(x, hx, num_threads=1)[0]
+    _kernels.crowded(0)  # (each team-of-2 assertion follows a reset: a real detection could
+    assert _team_after(lambda: model(x, hx, num_threads=2)) == 2  # only move later calls)
+    assert _kernels.crowded(10)[1] > 9
+    assert _team_after(lambda: model(x, hx, num_threads=2)) == 1
+    assert np.array_equal(model(x, hx, num_threads=2)[0], expected)
+    _, _, backprop = model.forward_train(x, hx, num_threads=2)
+    assert fastlstm.openmp_info()["last_num_threads"] == 1
+    assert _team_after(lambda: backprop(*up, num_threads=2)) == 1
+    _kernels.crowded(10, enabled=False)
+    assert _team_after(lambda: model(x, hx, num_threads=2)) == 2
+    assert _kernels.crowded(0, enabled=True) == (True, 0.0)
+    assert _team_after(lambda: model(x, hx, num_threads=2)) == 2
+    for bad in (-1, 1e4, float("nan")):
+        with pytest.raises(ValueError, match="crowded"):
+            _kernels.crowded(bad)
+
+
+@requires_openmp
 def test_calls_running_at_once_share_the_cpus():
     """Two Python threads calling with num_threads=2 on 2 CPUs ran 4 threads on 2 cores, each
     step's barrier waiting for a thread with no core (160 ms for a 0.5 ms call): a call takes at
