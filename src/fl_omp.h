@@ -117,9 +117,9 @@ static inline long fl_switches(void) { return 0; } /* (no crowding seen off Linu
 /* A spinning waiter offers its core every 20 us: the thread it waits for may be queued on that
  * core behind it, when other processes run teams too (two processes each calling with 2 threads
  * on 2 cores: 207 ms per batch-1 forward, against 0.7 ms for one thread each). With nothing
- * else to run the yield returns at once. When another thread ran, the CPUs are crowded: the call's
- * waiters sleep soon, and the process's calls run on one thread for FL_CROWDED_NS (fl_team_size),
- * where a team would only wait for threads that have no core. */
+ * else to run the yield returns at once. When another thread ran, the CPUs are crowded: the
+ * call's waiters sleep soon, and the process's calls run on one thread for FL_CROWDED_NS
+ * (fl_team_size), where a team would only wait for threads that have no core. */
 #define FL_YIELD_NS 20000
 #define FL_CROWDED_NS 100000000LL
 static int fl_pauses_per_ms; /* 0 until measured; a race only measures twice */
@@ -206,7 +206,7 @@ static inline int fl_take_cpus(int want)
     return got;
 }
 
-static inline int fl_crowded(void)
+static inline int fl_oversubscribed(void)
 {
     return fl_cpus > 0 && __atomic_load_n(&fl_busy_threads, __ATOMIC_RELAXED) > fl_cpus;
 }
@@ -214,8 +214,8 @@ static inline int fl_crowded(void)
 /* The threads to start of the `planned` a call's work plan asks for, for work_ns of one
  * thread's work: `planned`, or 1 while the team sleeps and the burst's work does not pay for its
  * wake-up or while the CPUs are crowded (fl_barrier), and no more than the CPUs other calls
- * leave. Sets b's clock for fl_team_started and
- * fl_team_ended (before fl_barrier_init); every call of it needs its fl_team_ended. */
+ * leave. Sets b's clock for fl_team_started and fl_team_ended (before fl_barrier_init); every
+ * call of it needs its fl_team_ended. */
 static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
 {
     b->team = planned;
@@ -307,7 +307,9 @@ static inline void fl_barrier(fl_barrier_state *b, int team)
             fl_wake_all(&b->generation);
         return;
     }
-    for (int spins = fl_crowded() ? b->spins_crowded : b->spins, k = 0; spins > 0; spins--) {
+    int spins = fl_oversubscribed() ? b->spins_crowded : __atomic_load_n(&b->spins,
+                                                                          __ATOMIC_RELAXED);
+    for (int k = 0; spins > 0; spins--) {
         if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen)
             return;
         FL_SPIN_PAUSE();
