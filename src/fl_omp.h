@@ -156,11 +156,15 @@ static inline void fl_barrier_init(fl_barrier_state *b, int team)
     b->arrived = 0;
     b->generation = 0;
     b->sleepers = 0;
-    b->spins_crowded = team > 1 ? fl_spins_for(FL_SPIN_NS_OVERSUBSCRIBED) : 0;
-    b->yield_every = fl_spins_for(FL_YIELD_NS);
-    b->spins = team > omp_get_num_procs() ? b->spins_crowded
-                                          : team > 1 ? fl_spins_for(FL_SPIN_NS) : 0;
     b->next_item = 0;
+    if (team <= 1) { /* no waiter: nothing to ask the OS (omp_get_num_procs is a system call) */
+        b->spins_crowded = b->yield_every = b->spins = 0;
+        return;
+    }
+    b->spins_crowded = fl_spins_for(FL_SPIN_NS_OVERSUBSCRIBED);
+    b->yield_every = fl_spins_for(FL_YIELD_NS);
+    b->spins = team > (fl_cpus > 0 ? fl_cpus : omp_get_num_procs()) ? b->spins_crowded
+                                                                    : fl_spins_for(FL_SPIN_NS);
 }
 
 /* Work items a team takes in order, each thread the next one free, so a thread that starts late
