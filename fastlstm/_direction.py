@@ -226,12 +226,15 @@ class KernelDirection(_Direction):
         NR = PANEL[self.dtype]
         Hp, Kp = round_up(H, NR), round_up(K, NR)
         offs = np.cumsum([0] + [(t1 - t0) * n for t0, t1, n in segs]).tolist()
-        R, n0, n_last = offs[-1], segs[0][2], segs[-1][2]
+        R, n0 = offs[-1], segs[0][2]
+        # Segment k's last state slot, rows offs[k+1] to offs[k+1] + n_k, can reach past the
+        # last segment's (one long sequence, then a short stretch: lengths [2, 1, 1]).
+        S = max(o + n for (_, _, n), o in zip(segs, offs[1:]))
         xpad = _workspace.take((R, Kp), self.dtype)
         gates = _workspace.take((R, 4 * Hp), self.dtype)
         tc_state = _workspace.take((R, Hp), self.dtype)
-        h_state = _workspace.take((R + n_last, Hp), self.dtype)
-        c_state = _workspace.take((R + n_last, Hp), self.dtype)
+        h_state = _workspace.take((S, Hp), self.dtype)
+        c_state = _workspace.take((S, Hp), self.dtype)
         for state, first in ((h_state, h0), (c_state, c0)):
             state[:n0, :H] = first[:n0]
             state[:n0, H:] = 0

@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from fastlstm import LSTM
 
@@ -65,6 +66,40 @@ def test_each_row_equals_its_sequence_alone(bidirectional, proj, num_layers, dty
             assert np.array_equal(y[:L, b:b + 1], y1), (b, L)
             assert np.all(y[L:, b] == 0.0), (b, L)
             assert np.array_equal(h_n[:, b:b + 1], h1) and np.array_equal(c_n[:, b:b + 1], c1)
+
+
+@settings(max_examples=60, deadline=None)
+@example(lengths=[2, 1, 1], bidirectional=False, proj=0, seed=0)  # each once raised: a
+@example(lengths=[2, 1, 1, 1], bidirectional=True, proj=0, seed=1)  # segment's last state
+@example(lengths=[1, 1, 3, 0, 1, 1, 0], bidirectional=False, proj=0, seed=2)  # slot overran
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=7), bidirectional=st.booleans(),
+       proj=st.sampled_from([0, 3]), seed=st.integers(0, 2**16))
+def test_training_takes_any_lengths(lengths, bidirectional, proj, seed):
+    """forward_train with any lengths: its outputs are __call__'s, each row's gradients (x, h0,
+    c0) are its sequence's alone, bitwise, and the weight gradients are the rows' sums."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array(lengths)
+    T_, B_ = max(int(lengths.max()), 1), len(lengths)
+    model = LSTM(3, 5, bidirectional=bidirectional, proj_size=proj, dtype=np.float64, seed=seed)
+    x = rng.standard_normal((T_, B_, 3))
+    h0, c0 = states(rng, model, B_)
+    y, (h, c), backprop = model.forward_train(x, (h0, c0), lengths=lengths)
+    y2, (h2, c2) = model(x, (h0, c0), lengths=lengths)
+    assert np.array_equal(y, y2) and np.array_equal(h, h2) and np.array_equal(c, c2)
+    gy, gh, gc = upstream(rng, y, h, c)
+    grads = backprop(gy, gh, gc)
+    sums = {}
+    for b, L in enumerate(lengths):
+        ya, _, back = model.forward_train(x[:L, b:b + 1], (h0[:, b:b + 1], c0[:, b:b + 1]))
+        alone = back(gy[:L, b:b + 1], gh[:, b:b + 1], gc[:, b:b + 1])
+        assert np.array_equal(grads["x"][:L, b:b + 1], alone["x"]), b
+        assert np.all(grads["x"][L:, b] == 0.0), b
+        for k in ("h0", "c0"):
+            assert np.array_equal(grads[k][:, b:b + 1], alone[k]), (b, k)
+        for k in model.parameters():
+            sums[k] = sums.get(k, 0.0) + alone[k]
+    for k in model.parameters():
+        np.testing.assert_allclose(grads[k], sums[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
 # -- padding never reaches a result ----------------------------------------------------------
