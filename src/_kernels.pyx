@@ -542,8 +542,10 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
                         const floating *c_prev, const floating *tc, const floating *dy,
                         Py_ssize_t dys_b, floating *dh, floating *dc,
                         floating *dg) noexcept nogil:
-    """Gate gradients of one step for rows [b0, b1), unit blocks [u0, u1): dh += dy first."""
-    cdef Py_ssize_t NR = panel(dh), G4 = 4 * Hp, b, j, j1
+    """Gate gradients of one step for rows [b0, b1), unit blocks [u0, u1): dh += dy first.
+    The padding units' gate gradients are set to 0: their pre-activations are x @ 0, which is
+    NaN where x holds an inf, and the products over all 4*Hp gates (dh, dx) would spread it."""
+    cdef Py_ssize_t NR = panel(dh), G4 = 4 * Hp, b, j, j1, q
     j1 = u1 * NR if u1 * NR < H else H
     for b in range(b0, b1):
         if dy != NULL:
@@ -552,6 +554,10 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
         gates_bwd(ops, u1 - u0, act + b * G4 + 4 * u0 * NR, c_prev + b * Hp + u0 * NR,
                   tc + b * Hp + u0 * NR, dh + b * Hp + u0 * NR, dc + b * Hp + u0 * NR,
                   dg + b * G4 + 4 * u0 * NR)
+        if j1 < u1 * NR:  # the last block, with padding lanes [H % NR, NR) in each gate panel
+            for q in range(4):
+                for j in range(j1 % NR, NR):
+                    dg[b * G4 + 4 * (u1 - 1) * NR + q * NR + j] = 0
 
 
 cdef void projected_backward_step(

@@ -818,6 +818,37 @@ def test_inf_in_x_gives_bounded_outputs(dtype):
     assert np.all(np.isfinite(y)) and np.all(np.abs(y) <= 1) and np.all(np.isfinite(c))
 
 
+@pytest.mark.parametrize("proj", [0, 3], ids=["plain", "proj"])
+@pytest.mark.parametrize("H_", [5, 20, 32])  # 5, 20: a padded last unit block; 32: none
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_inf_in_x_gives_the_gradients_of_saturated_gates(dtype, H_, proj):
+    """A saturated gate passes no gradient: with an inf in x, only the weight_ih columns of that
+    feature are NaN (0 * inf), as in the NumPy reference (and torch). The padding units' gates,
+    x @ 0 = NaN there, must not spread NaN into dx, dh0, dc0 or the other weights."""
+    rng = np.random.default_rng(H_)
+    m = fastlstm.LSTM(I, H_, proj_size=proj, dtype=dtype, seed=3)
+    x = rng.standard_normal((6, 3, I))
+    x[1, 0, 2] = np.inf
+    x[3, 2, 0] = -np.inf
+    gy = rng.standard_normal((6, 3, proj or H_))
+    p = {k: v.astype(np.float64) for k, v in m.parameters().items()}
+    cache = fastlstm.reference.forward_train(
+        x, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"],
+        weight_hr=p.get("weight_hr_l0"))[3]
+    with np.errstate(invalid="ignore"):  # the reference's 0 * inf, on purpose
+        expected = fastlstm.reference.backward(cache, grad_output=gy)
+    for nt in (1, 2):
+        y, _, backprop = m.forward_train(x.astype(dtype), num_threads=nt)
+        got = backprop(gy.astype(dtype), num_threads=nt)
+        for name, want in expected.items():
+            have = got[name if name in ("x", "h0", "c0") else name + "_l0"]
+            assert np.array_equal(np.isnan(have.reshape(want.shape)), np.isnan(want)), (name, nt)
+            np.testing.assert_allclose(np.nan_to_num(have.reshape(want.shape)),
+                                       np.nan_to_num(want), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name} nt={nt}")
+    assert np.isnan(expected["weight_ih"]).any()  # the case is the one described
+
+
 def test_messages_name_the_argument_first(model, data):
     """Every input error starts with the argument's name, so it can be grepped for."""
     x, h0, c0 = data
