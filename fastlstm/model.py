@@ -284,9 +284,16 @@ class LSTM:
 
     def save(self, path):
         """Write the configuration and the weights to a ``.npz`` that NumPy alone reads (no
-        pickle): ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text), the parameters."""
-        np.savez(path, fastlstm_format=np.array(_FORMAT_VERSION),
-                 fastlstm_config=np.array(json.dumps(self.config())), **self._params)
+        pickle): ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text), the parameters.
+        path: a file name, written as given (np.savez would add ``.npz`` to one without it, and
+        `load` of the same name would not find it), or a binary file object."""
+        arrays = dict(fastlstm_format=np.array(_FORMAT_VERSION),
+                      fastlstm_config=np.array(json.dumps(self.config())), **self._params)
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "wb") as f:
+                np.savez(f, **arrays)
+        else:
+            np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path):

@@ -1,7 +1,9 @@
 """Weights in and out: state_dict round trips for every configuration, save/load to .npz
 (NumPy alone, no pickle), and the state-shape messages of stacked and projected models."""
+import io
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -55,6 +57,23 @@ def test_save_load_npz_without_pickle(tmp_path, cfg):
     assert loaded.config() == m.config()
     for k, v in m.state_dict().items():
         assert np.array_equal(loaded.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("name", ["model", "model.weights", "model.npz"])
+def test_save_writes_the_path_it_is_given(tmp_path, name):
+    """As torch.save: the file is at the path given, whatever its suffix, and load reads it
+    there (np.savez alone would write model.npz for "model"); str, Path and file objects."""
+    m = LSTM(3, 5, seed=1)
+    want = m.state_dict()["weight_hh_l0"]
+    for path in (tmp_path / name, str(tmp_path / ("s" + name))):
+        m.save(path)
+        assert os.path.isfile(path)
+        assert np.array_equal(LSTM.load(path).state_dict()["weight_hh_l0"], want)
+    buffer = io.BytesIO()
+    m.save(buffer)
+    buffer.seek(0)
+    assert np.array_equal(LSTM.load(buffer).state_dict()["weight_hh_l0"], want)
+    assert sorted(os.listdir(tmp_path)) == sorted([name, "s" + name])
 
 
 def test_load_refuses_other_files_and_newer_formats(tmp_path):
