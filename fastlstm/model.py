@@ -43,6 +43,14 @@ _MAX_BYTES = _physical_memory()
 
 
 
+def _rebuild(cls, config, state_dict, rng):
+    """LSTM.__reduce__'s inverse."""
+    model = cls(**config)
+    model.load_state_dict(state_dict)
+    model._rng = rng
+    return model
+
+
 def _check_dropout(dropout):
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
         raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__} "
@@ -294,6 +302,12 @@ class LSTM:
                 np.savez(f, **arrays)
         else:
             np.savez(path, **arrays)
+
+    def __reduce__(self):
+        """pickle and copy.deepcopy (a best checkpoint kept aside): the configuration, the
+        parameters and the dropout generator, from which the kernels' packed weights are rebuilt
+        (they hold raw pointers, which do not travel)."""
+        return _rebuild, (type(self), self.config(), self.state_dict(), self._rng)
 
     @classmethod
     def load(cls, path):

@@ -1,9 +1,11 @@
 """Weights in and out: state_dict round trips for every configuration, save/load to .npz
 (NumPy alone, no pickle), and the state-shape messages of stacked and projected models."""
+import copy
 import io
 import itertools
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -74,6 +76,27 @@ def test_save_writes_the_path_it_is_given(tmp_path, name):
     buffer.seek(0)
     assert np.array_equal(LSTM.load(buffer).state_dict()["weight_hh_l0"], want)
     assert sorted(os.listdir(tmp_path)) == sorted([name, "s" + name])
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_deepcopy_and_pickle_give_an_equal_independent_model(how):
+    """What PyTorch users do with a module: keep a best checkpoint (deepcopy), send it to a
+    worker (pickle). The copy computes the same bits, draws the same dropout masks from there
+    on, and changing one leaves the other as it was."""
+    m = LSTM(3, 5, num_layers=2, dropout=0.3, proj_size=2, bidirectional=True, batch_first=True,
+             dtype=np.float64, seed=4)
+    c = copy.deepcopy(m) if how == "deepcopy" else pickle.loads(pickle.dumps(m))
+    assert type(c) is LSTM and c.config() == m.config()
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    assert np.array_equal(c(x)[0], m(x)[0])
+    assert np.array_equal(c.forward_train(x)[0], m.forward_train(x)[0])  # same masks
+    before = m.state_dict()["weight_hh_l0"].copy()
+    c.set_parameters(weight_hh_l0=np.zeros((20, 2)))
+    assert np.array_equal(m.state_dict()["weight_hh_l0"], before)
+    cell = fastlstm.LSTMCell(3, 5, seed=1)
+    twin = copy.deepcopy(cell)
+    x0 = x[0].astype(np.float32)
+    assert np.array_equal(twin(x0)[0], cell(x0)[0])
 
 
 def test_load_refuses_other_files_and_newer_formats(tmp_path):
