@@ -53,6 +53,23 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # a typo would otherwise leave an empty parameter set: one skip, exit status 0
+    opt = config.getoption
+    bad = sorted(set(opt("--bench-workloads").replace(",", "")) - set(bm.WORKLOADS))
+    if bad or not opt("--bench-workloads").replace(",", ""):
+        raise pytest.UsageError(f"--bench-workloads: letters from {''.join(bm.WORKLOADS)}, got "
+                                f"{opt('--bench-workloads')!r}")
+    unknown = [s for s in _csv(opt("--bench-systems")) if s not in bm.SYSTEMS]
+    if unknown or not _csv(opt("--bench-systems")):
+        raise pytest.UsageError(f"--bench-systems: unknown {', '.join(unknown) or 'nothing'}; "
+                                f"choose from {', '.join(bm.SYSTEMS)}")
+    try:
+        threads = [int(t) for t in _csv(opt("--bench-threads"))]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise pytest.UsageError(f"--bench-threads: comma-separated positive ints, got "
+                                f"{opt('--bench-threads')!r}")
     config.addinivalue_line(
         "markers", "slow_bench: big workloads (d, e): seconds per call for the slower systems; "
                    "deselect with -m 'not slow_bench'")

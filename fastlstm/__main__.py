@@ -35,6 +35,18 @@ def _median_ms(fn, budget=0.3, min_runs=5):
     return 1e3 * float(np.median(times))
 
 
+def _positive_int(text):
+    """argparse type of the demo's sizes and threads: a usage error (exit status 2) for 0,
+    negatives and non-integers, before any model is built."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
 def _scaled_error(a, ref):
     a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
     return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-300))
@@ -132,11 +144,11 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run a model on a sample, show shapes, check and time it")
-    d.add_argument("--seq-len", type=int, default=100)
-    d.add_argument("--batch", type=int, default=16)
-    d.add_argument("--input-size", type=int, default=256)
-    d.add_argument("--hidden-size", type=int, default=256)
-    d.add_argument("--threads", type=int, default=None,
+    d.add_argument("--seq-len", type=_positive_int, default=100)
+    d.add_argument("--batch", type=_positive_int, default=16)
+    d.add_argument("--input-size", type=_positive_int, default=256)
+    d.add_argument("--hidden-size", type=_positive_int, default=256)
+    d.add_argument("--threads", type=_positive_int, default=None,
                    help="OpenMP threads (default: OMP_NUM_THREADS or all cores)")
     s = sub.add_parser("shapes", help="every tensor's shape and meaning for a configuration",
                        description="Print the shape and meaning of every tensor of an LSTM "

@@ -1068,7 +1068,8 @@ def add_arguments(p):
 def options_from_args(args, error):
     """The run's options from parsed arguments; error(msg) reports a bad value (and exits)."""
     base = QUICK if args.quick else DEFAULTS
-    wls = (args.workloads or base["workloads"]).replace(",", "").strip().lower()
+    given = base["workloads"] if args.workloads is None else args.workloads
+    wls = given.replace(",", "").strip().lower()  # ("" is an error, not the default)
     bad = sorted(set(wls) - set(WORKLOADS))
     if bad or not wls:
         error(f"--workloads: letters from {''.join(WORKLOADS)}, got {args.workloads!r}")
@@ -1097,8 +1098,18 @@ def options_from_args(args, error):
     if args.rounds is not None and args.rounds < 1:
         error("--rounds must be >= 1")
     budget = base["budget"] if args.budget is None else args.budget
-    if budget < 0 or args.gap < 0 or (args.peak_gflops is not None and args.peak_gflops <= 0):
-        error("--budget and --gap must be >= 0, --peak-gflops > 0")
+    finite = all(math.isfinite(v) for v in (budget, args.gap, args.peak_gflops or 1.0))
+    if (not finite or budget < 0 or args.gap < 0
+            or (args.peak_gflops is not None and args.peak_gflops <= 0)):
+        error(f"--budget and --gap must be finite numbers >= 0, --peak-gflops finite > 0; got "
+              f"{budget}, {args.gap}, {args.peak_gflops}")
+    # the folder is made now, so a bad --out stops the run before it times anything
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        error(f"--out: cannot make the output folder {args.out!r}: {exc.strerror}")
+    if not os.access(args.out, os.W_OK | os.X_OK):
+        error(f"--out: the output folder {args.out!r} is not writable")
     return dict(workloads=wls, threads=threads, systems=systems, modes=modes, dtype=args.dtype,
                 rounds=args.rounds, budget=budget, min_rounds=base["min_rounds"],
                 max_rounds=base["max_rounds"], scaling_budget=base["scaling_budget"],

@@ -166,14 +166,32 @@ def test_plot(tmp_path, monkeypatch):
     assert "matplotlib is not installed" in note and not (tmp_path / "other.png").exists()
 
 
-def test_bad_options_exit_with_usage(capsys):
-    for argv in (["bench", "--workloads", "z"], ["bench", "--systems", "tensorflow"],
-                 ["bench", "--threads", "0"], ["bench", "--modes", "backward"],
-                 ["bench", "--dtype", "float16"]):
+def test_bad_options_exit_with_usage(capsys, tmp_path):
+    """Before any timing: a run of minutes must not end in an error it could have found."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    ok = ["--out", str(tmp_path / "out")]
+    for argv in (["bench", "--workloads", "z"], ["bench", "--workloads", ""],
+                 ["bench", "--systems", "tensorflow"], ["bench", "--threads", "0"],
+                 ["bench", "--modes", "backward"], ["bench", "--dtype", "float16"],
+                 ["bench", "--gap", "nan"], ["bench", "--gap", "inf"],
+                 ["bench", "--budget", "nan"], ["bench", "--peak-gflops", "nan"],
+                 ["bench", "--out", str(a_file)], ["bench", "--out", str(a_file / "sub")]):
+        started = time.perf_counter()
         with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2
-        assert "bench" in capsys.readouterr().err
+            main(argv + (ok if "--out" not in argv else []))
+        assert exc.value.code == 2, argv
+        assert "bench" in capsys.readouterr().err, argv
+        assert time.perf_counter() - started < 5, argv  # no cell ran
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--hidden-size", "0"],
+                                  ["--seq-len", "-2"], ["--batch", "0"], ["--seq-len", "x"]])
+def test_demo_bad_options_exit_with_usage(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo"] + argv)
+    assert exc.value.code == 2
+    assert "must be a positive int" in capsys.readouterr().err
 
 
 def test_imports_with_numpy_alone():
