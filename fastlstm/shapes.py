@@ -497,7 +497,7 @@ def trace(model, x, hx=None):
     output = layer_in.transpose(1, 0, 2) if batch_first else layer_in
     if unbatched:
         values = {key: {k: v[:, 0] for k, v in arrays.items()} for key, arrays in values.items()}
-        output, h_n, c_n = output.reshape(T, -1), h_n[:, 0], c_n[:, 0]
+        output, h_n, c_n = layer_in[:, 0], h_n[:, 0], c_n[:, 0]  # (T, features), T = 0 too
     for arrays in values.values():
         for v in arrays.values():
             v.flags.writeable = False

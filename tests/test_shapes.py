@@ -211,6 +211,22 @@ def test_trace_equals_forward(cfg, dtype, unbatched, rng):
         assert scaled_err(tr[-1, 1]["h"][0], h_n[-1]) < tol  # reverse ends at t = 0
 
 
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_trace_of_an_empty_sequence(cfg, unbatched, rng):
+    """seq_len 0, which the model takes (empty output, h_n = h0): so does trace."""
+    B = 3
+    model = fastlstm.LSTM(**cfg, seed=1)
+    x = np.zeros(describe(model, seq_len=0, batch=B)["x"].shape, np.float32)
+    h0, c0 = _states(cfg, B, rng, np.float32)
+    if unbatched:
+        x, h0, c0 = (x[0] if model.batch_first else x[:, 0]), h0[:, 0], c0[:, 0]
+    output, (h_n, c_n) = model(x, (h0, c0))
+    tr = model.trace(x, (h0, c0))
+    assert tr.output.shape == output.shape == x.shape[:-1] + (output.shape[-1],)
+    assert np.allclose(tr.h_n, h0) and np.allclose(tr.c_n, c0) and tr.h_n.shape == h_n.shape
+
+
 def test_trace_keys_mean_what_the_docs_say(rng):
     model = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
     x = rng.standard_normal((6, 2, 3))
