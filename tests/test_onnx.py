@@ -233,6 +233,26 @@ def test_nonzero_peepholes_raise(rng):
         from_onnx(lstm_model(W, R, B, P))
 
 
+@pytest.mark.parametrize("how", ["initializer", "constant_node", "graph_input"])
+def test_sequence_lens_is_taken_per_call(rng, how):
+    """A constant sequence_lens would be lost (every row would run to seq_len): refused, naming
+    it. Fed at run time it is what fastlstm takes per call as lengths=, and the model imports."""
+    W, R, B, _ = random_weights(rng, 1, 4, 3)
+    proto = lstm_model(W, R, B)
+    proto.graph.node[-1].input[4] = "seq"
+    lens = numpy_helper.from_array(np.array([2, 5], np.int32), "seq")
+    if how == "initializer":
+        proto.graph.initializer.append(lens)
+    elif how == "constant_node":
+        proto.graph.node.insert(0, helper.make_node("Constant", [], ["seq"], value=lens))
+    else:
+        proto.graph.input.append(helper.make_tensor_value_info("seq", TensorProto.INT32, ["B"]))
+        assert from_onnx(proto).hidden_size == 4
+        return
+    with pytest.raises(NotImplementedError, match="constant sequence_lens .*'seq'.*lengths="):
+        from_onnx(proto)
+
+
 def test_import_errors(tmp_path, rng):
     W, R, B, _ = random_weights(rng, 1, 4, 3)
     empty = helper.make_model(helper.make_graph(

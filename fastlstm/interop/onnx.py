@@ -171,7 +171,14 @@ def _read_node(onnx, node, k, constants):
                 f"{where}: a constant nonzero {name} is not part of an LSTM's parameters; "
                 "fastlstm takes initial states per call. Remove it from the graph and pass it "
                 "as hx=(h0, c0)")
-    # sequence_lens (input 4) is run-time data: fastlstm takes it per call as lengths.
+    # sequence_lens (input 4) fed at run time is what fastlstm takes per call as lengths; a
+    # constant one would be silently dropped, and the model would run every row to seq_len
+    lens_name = _input(node, 4)
+    if lens_name is not None and lens_name in constants:
+        raise NotImplementedError(
+            f"{where}: a constant sequence_lens (tensor {lens_name!r}) is not part of an LSTM's "
+            "parameters; fastlstm takes each sequence's length per call. Remove it from the "
+            "graph and pass it as lengths=")
     return {"node": node, "where": where, "D": D, "H": H, "I": W.shape[2], "layout": layout,
             "W": W, "R": R, "B": B}
 
