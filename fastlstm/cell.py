@@ -3,12 +3,15 @@
 A cell is a one-layer LSTM run for one step: it holds an `LSTM` and renames PyTorch's
 ``weight_ih_l0`` & co. to the cell's ``weight_ih`` & co., and its states lose the layer axis.
 """
+import re
+
 import numpy as np
 
 from ._validate import as_float_array, to_numpy
 from .model import LSTM
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_LAYER_SUFFIX = re.compile(r"\b(" + "|".join(_NAMES) + r")_l0\b")
 
 
 class LSTMCell:
@@ -47,7 +50,10 @@ class LSTMCell:
         if unknown:
             raise TypeError(f"unknown parameter name(s) {unknown}; this LSTMCell has "
                             f"{sorted(self.parameters())}")
-        self._lstm.set_parameters(**{f"{k}_l0": v for k, v in arrays.items()})
+        try:
+            self._lstm.set_parameters(**{f"{k}_l0": v for k, v in arrays.items()})
+        except (TypeError, ValueError) as exc:  # in the cell's names, which have no layer
+            raise type(exc)(_LAYER_SUFFIX.sub(r"\1", str(exc))) from None
 
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters by name (arrays or torch tensors); strict: missing or unexpected

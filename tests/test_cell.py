@@ -121,3 +121,22 @@ def test_backprop_checks_its_inputs():
         backprop(np.zeros((B, H + 1)))
     g = backprop(grad_c=np.ones((B, H)))
     assert g["x"].shape == (B, I) and g["h"].shape == (B, H)
+
+
+def test_parameter_errors_name_the_cells_parameters():
+    """The cell's names (weight_ih, bias_hh), not those of the LSTM it runs on (weight_ih_l0),
+    which its set_parameters would refuse as unknown."""
+    cell = LSTMCell(3, 4)
+    cases = [(lambda: cell.set_parameters(weight_ih=np.zeros((16, 2))), ValueError,
+              r"^weight_ih must have shape \(16, 3\)"),
+             (lambda: cell.set_parameters(bias_hh=np.zeros(15)), ValueError,
+              r"^bias_hh must have shape \(16,\)"),
+             (lambda: cell.set_parameters(weight_hh=np.zeros((16, 4), np.int32)), TypeError,
+              r"^weight_hh must hold floating-point"),
+             (lambda: LSTMCell.from_state_dict({"weight_ih": np.zeros((8, 3)),
+                                                "weight_hh": np.zeros((8, 3))}), ValueError,
+              r"^weight_hh must have shape \(8, 2\)")]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match) as info:
+            call()
+        assert "_l0" not in str(info.value)

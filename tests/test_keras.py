@@ -156,8 +156,10 @@ def test_stacked_bidirectional(rng):
 # -- what cannot be imported -------------------------------------------------------------------
 
 def test_activation_not_supported(rng):
-    with pytest.raises(NotImplementedError, match="activation='relu'"):
-        from_keras(keras_lstm(rng, activation="relu"))
+    layer = keras_lstm(rng, activation="relu")
+    with pytest.raises(NotImplementedError, match="activation='relu'") as info:
+        from_keras(layer)
+    assert f"(LSTM {layer.name!r})" in str(info.value)  # the layer, named in balanced quotes
     with pytest.raises(NotImplementedError, match="recurrent_activation='hard_sigmoid'"):
         from_keras(keras_lstm(rng, recurrent_activation="hard_sigmoid"))
 

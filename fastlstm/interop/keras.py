@@ -43,7 +43,9 @@ def _is_array(obj):
 
 
 def _describe(obj):
-    return f"{type(obj).__name__} {getattr(obj, 'name', '')!r}".rstrip(" '")
+    """E.g. LSTM 'lstm_1'; the bare type name for an object without a name."""
+    name = getattr(obj, "name", "")
+    return f"{type(obj).__name__} {name!r}" if name else type(obj).__name__
 
 
 # -- reading one layer -------------------------------------------------------------------------
