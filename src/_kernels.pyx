@@ -102,6 +102,9 @@ cdef extern from "fl_omp.h" nogil:
     int fl_cold_teams
     int FL_HAVE_COLD_TEAMS
     int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
+    int fl_teams_started
+    int fl_pool_lost
+    int fl_watch_fork()
     void fl_team_started(fl_barrier_state *b, int tid)
     void fl_team_ended(fl_barrier_state *b)
     unsigned int fl_flush_denormals()
@@ -180,6 +183,8 @@ cdef inline Py_ssize_t share(Py_ssize_t n, int k, int nthr) noexcept nogil:
 # one that is not running: a 100-step batch-1 forward ran 8x slower with 8 threads on 2 cores
 # than with 2. Calls running at once share them (fl_team_size).
 cdef inline int resolve_threads(int num_threads) noexcept nogil:
+    if fl_pool_lost:  # a fork() child of a process whose teams ran: one thread (fl_omp.h)
+        return 1
     if num_threads <= 0:
         num_threads = omp_get_max_threads()
     if 0 < fl_cpus < num_threads:
@@ -251,6 +256,7 @@ def crowded(seconds=None, enabled=None):
 
 
 fl_cpus = usable_cpus()
+fl_watch_fork()
 
 
 # How a recurrence is shared among threads. Batch split: each thread owns whole batch rows and
@@ -1520,12 +1526,15 @@ def weight_group(dtype):
 def thread_fpmodes(int num_threads):
     """The FTZ/DAZ bits of MXCSR (0 = subnormals kept) in each thread of an OpenMP team of
     num_threads, outside any kernel: what the kernels must leave as they found it."""
+    global fl_teams_started
     cdef int flags[64]
-    cdef int tid, n = min(max(num_threads, 1), 64)
+    cdef int tid, n = 1 if fl_pool_lost else min(max(num_threads, 1), 64)
     cdef int k
     for k in range(64):
         flags[k] = -1
     tid = 0
+    if n > 1:
+        fl_teams_started = 1
     with nogil, parallel(num_threads=n):
         tid = omp_get_thread_num()
         if tid < 64:

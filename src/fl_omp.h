@@ -11,6 +11,12 @@ static int fl_cpus;
 static int fl_busy_threads;
 static long long fl_crowded_until_ns; /* when the CPUs stop counting as crowded (fl_barrier) */
 static int fl_crowded_policy = 1;     /* 0: crowded CPUs do not shrink teams (tests) */
+/* fork(): GNU libgomp's thread pool does not survive it, and a child's first team of 2+
+ * threads waits forever for workers that exist only in the parent. So a child forked after a
+ * team ran (multiprocessing's default start method on Linux) runs every call on one thread,
+ * which needs no pool (resolve_threads). */
+static int fl_teams_started; /* a team of 2+ threads ran in this process */
+static int fl_pool_lost;     /* this process was forked from one where a team had run */
 #if defined(_OPENMP) && defined(__GNUC__)
 #define FL_HAVE_COLD_TEAMS 1 /* and the sharing of fl_cpus between calls (fl_team_size) */
 #else /* (MSVC: no such policies; without OpenMP: no teams) */
@@ -246,8 +252,23 @@ static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
         }
     }
     b->busy = b->team = fl_take_cpus(b->team);
+    if (b->team > 1)
+        __atomic_store_n(&fl_teams_started, 1, __ATOMIC_RELAXED);
     return b->team;
 }
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+static void fl_after_fork_child(void)
+{
+    fl_busy_threads = 0; /* the calls running in the parent's other threads are not here */
+    fl_pool_lost = fl_teams_started;
+}
+/* Once, at import: pthread_atfork's status (0). */
+static inline int fl_watch_fork(void) { return pthread_atfork(NULL, NULL, fl_after_fork_child); }
+#else
+static inline int fl_watch_fork(void) { return 0; }
+#endif
 
 /* Seconds the CPUs still count as crowded, after setting that to `set` when it is >= 0 (tests
  * stand in for a crowded machine). */
@@ -383,6 +404,7 @@ static inline int fl_team_size(fl_barrier_state *b, int planned, double work_ns)
     (void)work_ns;
     return planned;
 }
+static inline int fl_watch_fork(void) { return 0; }
 static inline void fl_team_started(fl_barrier_state *b, int tid) { (void)b; (void)tid; }
 static inline void fl_team_ended(fl_barrier_state *b) { (void)b; }
 #endif

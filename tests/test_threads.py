@@ -397,6 +397,48 @@ def test_the_limit_at_import_is_the_affinity_mask():
     assert out.stdout.split() == ["1", "1"]
 
 
+FORK_CHILD = """
+import os, signal, sys, numpy as np, fastlstm
+from fastlstm import _kernels as k
+k.cpu_limit(0); k.cold_teams(False); k.crowded(0, enabled=False)  # the teams asked for
+m = fastlstm.LSTM(256, 512, seed=0)  # batch 1: a unit split, 2 threads
+x = np.random.default_rng(0).standard_normal((20, 1, 256)).astype(np.float32)
+y = m(x, num_threads={parent_threads})[0]
+parent = fastlstm.openmp_info()["last_num_threads"]
+yt, _, backprop = m.forward_train(x, num_threads=1)
+g = backprop(np.ones_like(y), num_threads=1)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a hang ends the child: the parent then sees a signal status
+    for _ in range(20):  # a stream of calls (a lone one may slip through)
+        assert np.array_equal(m(x, num_threads=2)[0], y)
+        child = fastlstm.openmp_info()["last_num_threads"]
+        y2, _, back2 = m.forward_train(x, num_threads=2)
+        g2 = back2(np.ones_like(y2), num_threads=2)
+        assert np.array_equal(y2, y) and all(np.array_equal(g[key], g2[key]) for key in g)
+    print(parent, child, len(k.thread_fpmodes(2)))
+    sys.stdout.flush()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(status)
+"""
+
+
+@requires_openmp
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+@pytest.mark.parametrize("parent_threads", [2, 1])
+def test_a_fork_child_runs_after_the_parent_ran_teams(parent_threads):
+    """GNU libgomp's thread pool does not survive fork(): a child's team of 2+ threads, after
+    the parent had run one, waited forever (multiprocessing's default start method on Linux).
+    Such a child runs every call on one thread, with the same bits; a child forked before any
+    team ran keeps its teams."""
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD.format(parent_threads=parent_threads)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    child = "1 1" if parent_threads == 2 else "2 2"  # the child's team, thread_fpmodes(2)'s
+    assert out.stdout.split() == [str(parent_threads)] + child.split()
+
+
 @pytest.fixture
 def cold_teams_on():
     """The cold-team policy on (conftest turns it off), with every setting restored after."""
