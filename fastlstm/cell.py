@@ -101,6 +101,9 @@ class LSTMCell:
 
     def _prepare(self, x, hx):
         """x as a one-step sequence (1, B, I) and the states as (1, B, H)."""
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) == 2:  # before x is copied
+            self._lstm._check_call_size(1, shape[0], False, f"x of shape {tuple(shape)}")
         x = as_float_array("x", x, self.dtype)
         I, H = self.input_size, self.hidden_size
         if x.ndim not in (1, 2) or x.shape[-1] != I:

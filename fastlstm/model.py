@@ -125,9 +125,8 @@ class LSTM:
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
         if self.dtype not in PANEL:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        _check_allocation(self._parameter_memory(), self.dtype, f"the parameters of {self!r}")
         shapes = self._parameter_shapes()
-        _check_allocation(sum(np.prod(s) for s, _ in shapes.values()) * 3, self.dtype,
-                          f"the parameters of {self!r}")
         self._rng = np.random.default_rng(seed)
         bound = self.dtype.type(1.0 / np.sqrt(self.hidden_size))
         self._params, self._layers = {}, [[None] * self.num_directions
@@ -140,6 +139,23 @@ class LSTM:
         return self.proj_size or self.hidden_size
 
     # -- parameters ---------------------------------------------------------------------------
+
+    def _parameter_memory(self):
+        """Values the parameters take, in O(1) (a huge num_layers is refused before any loop
+        over the layers): 3x the user's arrays (drawn, checked, kept), the kernels' two packed
+        copies of each, zero-padded to the panel (16x at hidden_size 1), and the transient
+        copies of packing one layer."""
+        H, P, D, L = self.hidden_size, self.proj_size, self.num_directions, self.num_layers
+        H_out, NR = P or H, PANEL[self.dtype]
+        Hp, Kp = round_up(H, NR), round_up(H_out, NR)
+
+        def layer(I):  # (the user's values, packed values) of one layer and direction
+            user = 4 * H * (I + H_out) + (8 * H if self.bias else 0) + P * H
+            return user, 2 * 4 * Hp * (round_up(I, NR) + Kp) + 4 * Hp + 2 * Kp * Hp * (P > 0)
+        first, rest = layer(self.input_size), layer(D * H_out)
+        user = D * (first[0] + (L - 1) * rest[0])
+        packed = D * (first[1] + (L - 1) * rest[1])
+        return 3 * user + packed + 3 * max(first[1], rest[1] if L > 1 else 0) // 2
 
     def _parameter_shapes(self):
         """{name: (shape, why)} in PyTorch's order."""
@@ -346,16 +362,21 @@ class LSTM:
 
     # -- running ------------------------------------------------------------------------------
 
+    def _check_call_size(self, T, B, train, what):
+        """Refuse, from the sizes alone (before x is copied or converted: a broadcast x costs
+        nothing until then), a call of T steps of B rows whose buffers cannot fit."""
+        Hp = round_up(self.hidden_size, 16)
+        K = round_up(max(self.input_size, self.num_directions * self._h_out), 16)
+        per_step = (2 * K + 8 * Hp) * self.num_layers * self.num_directions if train else \
+            K + 5 * Hp
+        _check_allocation(T * B * per_step, self.dtype, what)
+
     def _prepare(self, x, hx, lengths, train):
         shape = getattr(x, "shape", None)
-        if shape is not None and len(shape) in (2, 3):  # before x is copied or converted
+        if shape is not None and len(shape) in (2, 3):
             T = shape[0] if (len(shape) == 2 or not self.batch_first) else shape[1]
             B = 1 if len(shape) == 2 else (shape[0] if self.batch_first else shape[1])
-            Hp = round_up(self.hidden_size, 16)
-            K = round_up(max(self.input_size, self.num_directions * self._h_out), 16)
-            per_step = (2 * K + 8 * Hp) * self.num_layers * self.num_directions if train else \
-                K + 5 * Hp
-            _check_allocation(T * B * per_step, self.dtype, f"x of shape {tuple(shape)}")
+            self._check_call_size(T, B, train, f"x of shape {tuple(shape)}")
         x, unbatched = check_input(x, self.input_size, self.batch_first, self.dtype)
         xt = x.transpose(1, 0, 2) if self.batch_first else x  # time-major view
         T, B = xt.shape[:2]
@@ -438,6 +459,9 @@ class LSTM:
             raise ValueError("a bidirectional LSTM cannot run step by step: its reverse "
                              "direction starts from the end of the sequence, which a stream has "
                              "not seen yet. Run the whole sequence with lstm(x)")
+        shape = getattr(x_t, "shape", None)
+        if shape is not None and len(shape) == 2:
+            self._check_call_size(1, shape[0], False, f"x_t of shape {tuple(shape)}")
         x_t = as_float_array("x_t", x_t, self.dtype)
         if x_t.ndim not in (1, 2) or x_t.shape[-1] != self.input_size:
             raise ValueError(f"x_t is one time step: (batch, input_size) = (batch, "

@@ -748,27 +748,41 @@ def test_empty_unbatched_sequence(model):
 
 
 def test_huge_sizes_fail_before_any_work():
-    """A 2**40-step broadcast x (no memory behind it) must raise MemoryError or ValueError at
-    once, not start computing or crash. Run in a child process with an address-space limit, so
-    that a regression cannot take the test session down with it."""
+    """A 2**40-step (or 2**40-row) broadcast x, no memory behind it, and a constructor whose
+    parameters cannot fit must raise MemoryError or ValueError at once, not start computing,
+    copy, or crash. Run in a child process with an address-space limit, so that a regression
+    cannot take the test session down with it."""
     code = textwrap.dedent("""
         import resource, sys, time
         resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
         import numpy as np, fastlstm
+
+        def attempt(call):
+            t = time.perf_counter()
+            try:
+                call()
+            except (MemoryError, ValueError) as exc:
+                print("raised", type(exc).__name__, round(time.perf_counter() - t, 3),
+                      repr(str(exc)[:200]))
+            else:
+                print("returned")
+            assert fastlstm.openmp_info()["last_num_threads"] is None, "a kernel ran"
         for batch_first in (False, True):
             m = fastlstm.LSTM(1, 4, batch_first=batch_first, seed=0)
             shape = (1, 2 ** 40, 1) if batch_first else (2 ** 40, 1, 1)
             x = np.broadcast_to(np.zeros((1, 1, 1), np.float32), shape)
             for call in (m, m.forward_train):
-                t = time.perf_counter()
-                try:
-                    call(x)
-                except (MemoryError, ValueError) as exc:
-                    print("raised", type(exc).__name__, round(time.perf_counter() - t, 3),
-                          repr(str(exc)[:200]))
-                else:
-                    print("returned")
-                assert fastlstm.openmp_info()["last_num_threads"] is None, "a kernel ran"
+                attempt(lambda: call(x))
+        # one step of 2**40 rows: step and LSTMCell used to copy x first (4 TiB)
+        x_t = np.broadcast_to(np.zeros((1, 1), np.float32), (2 ** 40, 1))
+        cell = fastlstm.LSTMCell(1, 4)
+        for call in (fastlstm.LSTM(1, 4).step, cell, cell.forward_train):
+            attempt(lambda: call(x_t))
+        # a constructor: the layers are counted in O(1), not listed (10**10 of them used to
+        # grow memory for minutes); the packed copies' padding counts (16x at hidden_size 1)
+        attempt(lambda: fastlstm.LSTM(4, 4, num_layers=10 ** 10))
+        fastlstm.model._MAX_BYTES = 1 << 30
+        attempt(lambda: fastlstm.LSTM(2_000_000, 1))  # ~2.5 GiB with its packs, 92 MiB without
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastlstm.__file__))] +
@@ -777,7 +791,7 @@ def test_huge_sizes_fail_before_any_work():
                           timeout=120, env=env)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("raised") for line in lines), lines
+    assert len(lines) == 9 and all(line.startswith("raised") for line in lines), lines
     for line in lines:
         assert float(line.split()[2]) < 5, line
 
