@@ -166,8 +166,11 @@ def test_plot(tmp_path, monkeypatch):
     assert "matplotlib is not installed" in note and not (tmp_path / "other.png").exists()
 
 
-def test_bad_options_exit_with_usage(capsys, tmp_path):
+def test_bad_options_exit_with_usage(capsys, tmp_path, monkeypatch):
     """Before any timing: a run of minutes must not end in an error it could have found."""
+    def no_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+    monkeypatch.setattr(benchmark, "run_benchmark", no_run)
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     ok = ["--out", str(tmp_path / "out")]
@@ -177,12 +180,10 @@ def test_bad_options_exit_with_usage(capsys, tmp_path):
                  ["bench", "--gap", "nan"], ["bench", "--gap", "inf"],
                  ["bench", "--budget", "nan"], ["bench", "--peak-gflops", "nan"],
                  ["bench", "--out", str(a_file)], ["bench", "--out", str(a_file / "sub")]):
-        started = time.perf_counter()
         with pytest.raises(SystemExit) as exc:
             main(argv + (ok if "--out" not in argv else []))
         assert exc.value.code == 2, argv
         assert "bench" in capsys.readouterr().err, argv
-        assert time.perf_counter() - started < 5, argv  # no cell ran
 
 
 @pytest.mark.parametrize("argv", [["--threads", "0"], ["--hidden-size", "0"],

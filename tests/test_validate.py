@@ -753,17 +753,15 @@ def test_huge_sizes_fail_before_any_work():
     copy, or crash. Run in a child process with an address-space limit, so that a regression
     cannot take the test session down with it."""
     code = textwrap.dedent("""
-        import resource, sys, time
+        import resource
         resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
         import numpy as np, fastlstm
 
         def attempt(call):
-            t = time.perf_counter()
             try:
                 call()
             except (MemoryError, ValueError) as exc:
-                print("raised", type(exc).__name__, round(time.perf_counter() - t, 3),
-                      repr(str(exc)[:200]))
+                print("raised", type(exc).__name__, repr(str(exc)[:200]))
             else:
                 print("returned")
             assert fastlstm.openmp_info()["last_num_threads"] is None, "a kernel ran"
@@ -792,8 +790,8 @@ def test_huge_sizes_fail_before_any_work():
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 9 and all(line.startswith("raised") for line in lines), lines
-    for line in lines:
-        assert float(line.split()[2]) < 5, line
+    for line in lines:  # fastlstm's refusal from the sizes, not NumPy's failed copy (or the
+        assert "would need" in line, line  # limit hit after minutes of growth)
 
 
 @pytest.mark.parametrize("proj", [0, 24], ids=["plain", "projected"])
