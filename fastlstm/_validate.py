@@ -160,6 +160,8 @@ def check_lengths(lengths, batch, seq_len):
         return None
     lengths = to_numpy(lengths)
     arr = np.asarray(lengths)
+    if arr.size == 0 and arr.dtype.kind == "f":  # [] is float64 to NumPy: an empty batch's lengths
+        arr = arr.astype(np.intp)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers (one per sequence, each in [0, seq_len]); got "
                         f"dtype {arr.dtype}" + (": pass lengths.astype(int)"

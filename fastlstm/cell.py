@@ -32,7 +32,10 @@ class LSTMCell:
     """
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None):
-        self._lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
+        try:
+            self._lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
+        except MemoryError as exc:  # it names the LSTM inside; the user made a cell
+            raise MemoryError(str(exc).replace("LSTM(", "LSTMCell(", 1)) from None
         self.input_size, self.hidden_size = self._lstm.input_size, self._lstm.hidden_size
         self.bias, self.dtype = self._lstm.bias, self._lstm.dtype
 

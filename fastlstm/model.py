@@ -195,9 +195,10 @@ class LSTM:
         params = dict(self._params)
         for name, value in arrays.items():
             shape, why = shapes[name]
-            value = np.array(check_parameter(name, value, shape, self.dtype, why))  # own copy
-            value.flags.writeable = False
-            params[name] = value
+            value = check_parameter(name, value, shape, self.dtype, why)
+            # Our own copy, over bytes: NumPy will not make it writable again (an array that
+            # owns its memory can be), so what parameters() shows is what the kernels run.
+            params[name] = np.frombuffer(value.tobytes(), self.dtype).reshape(shape)
         layers = [list(directions) for directions in self._layers]
         touched = {self._split_name(name)[1:] for name in arrays}
         for k, d in sorted(touched):
@@ -215,7 +216,7 @@ class LSTM:
 
     def parameters(self):
         """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
-        They are views of read-only arrays, which NumPy will not make writable again."""
+        Their memory is immutable bytes: neither they nor their bases can be made writable."""
         return {name: value.view() for name, value in self._params.items()}
 
     def state_dict(self):
@@ -525,7 +526,7 @@ class LSTM:
         dc_n = np.zeros((S, B, self.hidden_size), self.dtype) if dc_n is None else \
             dc_n.reshape(S, B, self.hidden_size)
         if dy is not None:
-            dy = dy.reshape(T, 1, -1) if unbatched else (
+            dy = dy.reshape(T, 1, dy.shape[-1]) if unbatched else (
                 dy.transpose(1, 0, 2) if self.batch_first else dy)
         if order is not None:
             dh_n, dc_n = np.take(dh_n, order, axis=1), np.take(dc_n, order, axis=1)

@@ -2,6 +2,8 @@
 interchange, initialisation), fresh outputs, and the equivalences between call forms (unbatched vs
 batch of one, hx=None vs zeros, batch_first vs time-major) and dtypes.
 """
+import copy
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,23 @@ def test_parameters_cannot_be_made_writeable_again():
     arr = m.parameters()["weight_ih_l0"]
     with pytest.raises(ValueError):
         arr.flags.writeable = True
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "LSTMCell"])
+def test_no_base_of_a_parameter_can_be_made_writeable(cls, rng):
+    """An array that owns its memory can be made writable again; a parameter's memory is bytes,
+    so what parameters() shows, what copies and saves carry and what the model runs stay one."""
+    m = getattr(fastlstm, cls)(I, H, seed=0)
+    x = rng.standard_normal((4, 2, I) if cls == "LSTM" else (2, I)).astype(np.float32)
+    y_before = np.array(m(x)[0])
+    for name, arr in m.parameters().items():
+        base = arr
+        while isinstance(base, np.ndarray):
+            with pytest.raises(ValueError):
+                base.flags.writeable = True
+            base = base.base
+    assert np.array_equal(m(x)[0], y_before)
+    assert np.array_equal(copy.deepcopy(m)(x)[0], y_before)
 
 
 def test_parameters_are_copies_of_what_was_passed(rng):

@@ -747,6 +747,47 @@ def test_empty_unbatched_sequence(model):
     assert np.array_equal(h, h0) and np.array_equal(c, -h0)
 
 
+@pytest.mark.parametrize("proj,layers,bidir", [(0, 1, False), (2, 1, False), (0, 2, True)],
+                         ids=["plain", "projected", "stacked-bidirectional"])
+def test_empty_unbatched_sequence_trains(proj, layers, bidir):
+    """(0, input_size): backprop used to fail reshaping an empty grad_output to (0, 1, -1)."""
+    m = fastlstm.LSTM(I, H, num_layers=layers, bidirectional=bidir, proj_size=proj, seed=0)
+    S = layers * (2 if bidir else 1)
+    rng = np.random.default_rng(0)
+    h0 = rng.standard_normal((S, proj or H)).astype(np.float32)
+    c0 = rng.standard_normal((S, H)).astype(np.float32)
+    y, (h, c), backprop = m.forward_train(np.zeros((0, I), np.float32), (h0, c0))
+    assert y.shape == (0, S // layers * (proj or H)) and np.array_equal(h, h0)
+    gh, gc = rng.standard_normal(h.shape).astype(np.float32), np.ones(c.shape, np.float32)
+    g = backprop(np.zeros(y.shape, np.float32), gh, gc)
+    assert g["x"].shape == (0, I)
+    assert np.array_equal(g["h0"], gh) and np.array_equal(g["c0"], gc)
+    for k, v in m.parameters().items():
+        assert g[k].shape == v.shape and not np.any(g[k]), k
+    g = backprop(grad_output=np.zeros(y.shape, np.float32))
+    assert not np.any(g["h0"]) and not np.any(g["c0"])
+
+
+@pytest.mark.parametrize("lengths", [[], (), np.array([]), np.zeros(0, np.int32)],
+                         ids=["list", "tuple", "float-array", "int-array"])
+def test_empty_lengths_on_an_empty_batch(lengths):
+    """[] is float64 to NumPy; for an empty batch it is the only lengths there are."""
+    m = fastlstm.LSTM(I, H, seed=0)
+    x = np.zeros((T, 0, I), np.float32)
+    y, (h, c) = m(x, lengths=lengths)
+    assert y.shape == (T, 0, H) and h.shape == c.shape == (1, 0, H)
+    y, (h, c), backprop = m.forward_train(x, lengths=lengths)
+    g = backprop(np.zeros(y.shape, np.float32))
+    assert g["x"].shape == x.shape and not np.any(g["weight_ih_l0"])
+    with pytest.raises(TypeError, match="integers"):  # floats for a real batch still refused
+        m(np.zeros((T, 1, I), np.float32), lengths=[1.0])
+
+
+def test_cell_memory_error_names_the_cell():
+    with pytest.raises(MemoryError, match=r"^the parameters of LSTMCell\(1099511627776, "):
+        fastlstm.LSTMCell(2 ** 40, 2 ** 40)
+
+
 def test_huge_sizes_fail_before_any_work():
     """A 2**40-step (or 2**40-row) broadcast x, no memory behind it, and a constructor whose
     parameters cannot fit must raise MemoryError or ValueError at once, not start computing,
