@@ -35,6 +35,7 @@ A plan of one thread calls the per-thread body directly, with no OpenMP region (
 Either way every element is computed by the same chain of operations, so results are bitwise
 identical whatever the thread count, batch size or chunking.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cython.parallel cimport parallel
@@ -44,6 +45,7 @@ from libc.string cimport memcpy, memset
 
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -110,6 +112,22 @@ cdef extern from "fl_omp.h" nogil:
     unsigned int fl_flush_denormals()
     void fl_restore_fpmode(unsigned int old)
     unsigned int fl_fpmode_flags()
+
+cdef extern from "fl_interrupt.h" nogil:
+    ctypedef struct fl_stop_state:
+        int watch
+        long long steps
+    void fl_stop_init(fl_stop_state *s, int watch)
+    int fl_stop_requested(fl_stop_state *s)
+    void fl_request_stop(fl_stop_state *s)
+    int fl_stop_agree(fl_stop_state *s, fl_barrier_state *bar, int tid, int team, int *k)
+    int fl_watch_sigint()
+    void fl_unwatch_sigint()
+    int fl_take_sigint()
+
+cdef extern from "Python.h":
+    # (declared without Cython's error check: the exception stays set for the call's caller)
+    int run_python_signal_handlers "PyErr_CheckSignals" ()
 
 cdef enum:
     # rows of the input projection handed out as one unit of work: a multiple of every ISA's tile
@@ -342,15 +360,81 @@ def cold_teams(enabled=None, wake_costs=None):
 
 
 # ------------------------------------------------------------------------------------------------
+# Ctrl-C. A long call from the main thread watches SIGINT (fl_interrupt.h); its thread 0 polls
+# between work items and at the team's agreements, where the team may stop: every CHECK_NS of
+# estimated work in a recurrence (an extra barrier, ~1 us, when the team has several threads),
+# after each chunk's input projection, and after each FL_KC block of the weight gradients (their
+# existing barriers). Whether a call watches changes no arithmetic, so no result.
+# Calls shorter than WATCH_NS do not watch: their end comes soon enough.
+cdef double WATCH_NS = 2e6
+cdef double CHECK_NS = 2e6
+
+
+def interrupt_settings(watch_ns=None, check_ns=None):
+    """(watch_ns, check_ns) in estimated nanoseconds of one thread's work, after setting those
+    given (tests watch small calls with 0, or agree every step)."""
+    global WATCH_NS, CHECK_NS
+    if watch_ns is not None:
+        WATCH_NS = watch_ns
+    if check_ns is not None:
+        CHECK_NS = check_ns
+    return WATCH_NS, CHECK_NS
+
+
+cdef void run_handlers(fl_stop_state *stop) noexcept nogil:
+    with gil:  # Python's handler runs (on the main thread: thread 0 is the caller)
+        if not fl_stop_requested(stop) and run_python_signal_handlers() != 0:
+            fl_request_stop(stop)
+
+
+cdef inline bint stopping(fl_stop_state *stop, int tid) noexcept nogil:
+    """Thread 0 polls for SIGINT; any thread learns whether the team is on its way to stop (a
+    hint to skip work items: the team decides at `agree`)."""
+    if tid == 0 and stop.watch and fl_take_sigint():
+        run_handlers(stop)
+    return fl_stop_requested(stop)
+
+
+cdef inline bint agree(fl_stop_state *stop, fl_barrier_state *bar, int tid, int n,
+                       int *k) noexcept nogil:
+    """A barrier of the team, where a watching call stops: true for all of its threads, or none."""
+    if not stop.watch:
+        fl_barrier(bar, n)
+        return False
+    stopping(stop, tid)
+    return fl_stop_agree(stop, bar, tid, n, k)
+
+
+cdef inline void agree_every(fl_stop_state *stop, Py_ssize_t step_rows, Py_ssize_t I,
+                             Py_ssize_t H, Py_ssize_t P, double weight) noexcept nogil:
+    """Steps between two agreements of a watching call's recurrence: CHECK_NS of work."""
+    cdef double steps = CHECK_NS * FLOPS_PER_NS / (weight * lstm_flops(step_rows, I, H, P) + 1)
+    stop.steps = 1 if steps < 1 else (<long long>steps if steps < 1e15 else 1000000000000000)
+
+
+cdef int watch_sigint(double work_ns) except -1:
+    """1 when a call of work_ns watches SIGINT (then fl_unwatch_sigint after it), else 0. A signal
+    that came before the call is answered now."""
+    if work_ns < WATCH_NS or threading.get_ident() != threading.main_thread().ident:
+        return 0
+    PyErr_CheckSignals()
+    return fl_watch_sigint()
+
+
+cdef int reraise() except -1:
+    return -1  # the exception Python's SIGINT handler raised at a poll is set
+
+
+# ------------------------------------------------------------------------------------------------
 # Forward
 
 cdef void input_projection(const fl_isa_ops *ops, Py_ssize_t tn,
                            Py_ssize_t B, Py_ssize_t I, Py_ssize_t Hp, const floating *x,
                            Py_ssize_t xs_t, Py_ssize_t xs_b, const floating *w_ih,
                            Py_ssize_t wgroup, const floating *bias, floating *gates,
-                           fl_barrier_state *bar) noexcept nogil:
+                           fl_barrier_state *bar, fl_stop_state *stop, int tid) noexcept nogil:
     """gates[t, b] = bias + x[t, b] @ W_ih^T for tn steps: the tiles this thread takes from the
-    team's counter (fl_next_item; reset before the next call)."""
+    team's counter (fl_next_item; reset before the next call), until the team stops."""
     cdef Py_ssize_t NR = panel(gates), nblk = Hp // NR, G4 = 4 * Hp
     cdef Py_ssize_t ngroups, M, rsa, ldc, a_group, c_group
     if xs_t == B * xs_b or tn == 1:  # rows (t, b) evenly strided: one group of tn*B rows
@@ -362,7 +446,7 @@ cdef void input_projection(const fl_isa_ops *ops, Py_ssize_t tn,
     # Taken in order, not in fixed shares: a team's thread that wakes late (a VM's vCPU can take
     # milliseconds) finds the others into its items instead of making them wait at the barrier.
     w = fl_next_item(bar)
-    while w < items:
+    while w < items and not stopping(stop, tid):
         # Items go by groups of ROW_GROUP row blocks, and by unit block inside a group: the
         # group's rows of x stay in L2 while every unit block's weights pass over them (a long
         # x streamed from L3 once per unit block cost 15% at B=16, I=256).
@@ -427,9 +511,9 @@ cdef void forward_thread(
         floating *h_state, floating *c_state, floating *tc_state,
         floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
         Py_ssize_t P, const floating *w_hr, floating *h_full,
-        bint by_batch, int tid, int n, fl_barrier_state *bar) noexcept nogil:
+        bint by_batch, int tid, int n, fl_barrier_state *bar, fl_stop_state *stop) noexcept nogil:
     """Thread tid's share of lstm_forward, in a team of n that all call this with the same bar
-    (n = 1: all of it, no OpenMP region needed)."""
+    and stop (n = 1: all of it, no OpenMP region needed)."""
     cdef Py_ssize_t NR = panel(gates), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef Py_ssize_t Kr = P if P > 0 else H, Sr = B * round_up(Kr, NR)
@@ -442,12 +526,16 @@ cdef void forward_thread(
     cdef floating *tc
     cdef floating *hcell
     cdef floating *ycell
+    cdef int k = 0  # the team's agreements so far
+    cdef bint stopped = False
     cdef unsigned int fpmode = fl_flush_denormals()
     while t0 < T:
         tn = T - t0 if T - t0 < chunk else chunk
         input_projection(ops, tn, B, I, Hp, x + t0 * xs_t, xs_t, xs_b, w_ih, wgroup, bias,
-                         gates, bar)
-        fl_barrier(bar, n)  # (every item is taken: the counter is free until the next chunk)
+                         gates, bar, stop, tid)
+        # (every item is taken: the counter is free until the next chunk)
+        if agree(stop, bar, tid, n, &k):
+            break
         if tid == 0:
             fl_reset_items(bar)
         for t in range(t0, t0 + tn):
@@ -479,6 +567,11 @@ cdef void forward_thread(
                     project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell, h_state + hd * Sr,
                                  y + t * ys_t, ys_b)
                 fl_barrier(bar, n)  # h_t (r_t) is complete before anyone reads it
+            if stop.watch and (t + 1) % stop.steps == 0 and agree(stop, bar, tid, n, &k):
+                stopped = True
+                break
+        if stopped:
+            break
         fl_barrier(bar, n)  # the next chunk overwrites gates
         t0 = t0 + tn
     fl_restore_fpmode(fpmode)
@@ -493,6 +586,22 @@ cdef int lstm_forward(
         floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
         Py_ssize_t P, const floating *w_hr, floating *h_full,
         int num_threads) noexcept nogil:
+    """run_forward, uninterruptible (the cimport API; see run_forward)."""
+    cdef fl_stop_state stop
+    fl_stop_init(&stop, 0)
+    return run_forward(T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk, h_state,
+                       c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, num_threads, &stop)
+
+
+cdef int run_forward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, Py_ssize_t xs_t, Py_ssize_t xs_b,
+        const floating *w_ih, const floating *w_hh, Py_ssize_t wgroup, const floating *bias,
+        floating *gates, Py_ssize_t chunk,
+        floating *h_state, floating *c_state, floating *tc_state,
+        floating *y, Py_ssize_t ys_t, Py_ssize_t ys_b,
+        Py_ssize_t P, const floating *w_hr, floating *h_full,
+        int num_threads, fl_stop_state *stop) noexcept nogil:
     """LSTM forward over T steps; returns the number of threads that ran.
 
     With a projection (P > 0), h_state holds r = h @ W_hr^T (B x Pp per slot: the recurrent
@@ -506,7 +615,8 @@ cdef int lstm_forward(
     `chunk` steps (all T when training). tc_state is NULL for inference, which then uses 2 h
     slots and 1 c slot; when training every slot is kept (see the module notes). Slot 0 of
     h_state and c_state must hold h0 and c0 (padding zero). The final state ends in slot T
-    (training) or h slot T % 2 and c slot 0 (inference).
+    (training) or h slot T % 2 and c slot 0 (inference). A call whose stop watches SIGINT may stop
+    early (fl_stop_requested(stop)), its outputs then incomplete.
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef bint by_batch
@@ -518,13 +628,14 @@ cdef int lstm_forward(
         return 0
     if T == 0 or B == 0:
         return 1
+    agree_every(stop, B, I, H, P, 1)
     # (a sleeping team starts only once the work pays for its wake-up)
     nthr = fl_team_size(&bar, nthr, lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region: libgomp's costs ~0.5 us even for one thread
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, 0, 1,
-                       &bar)
+                       &bar, stop)
         fl_team_ended(&bar)
         return 1
     with parallel(num_threads=nthr):
@@ -535,7 +646,7 @@ cdef int lstm_forward(
             ran[0] = n
         forward_thread(ops, T, B, I, H, x, xs_t, xs_b, w_ih, w_hh, wgroup, bias, gates, chunk,
                        h_state, c_state, tc_state, y, ys_t, ys_b, P, w_hr, h_full, by_batch, tid,
-                       n, &bar)
+                       n, &bar, stop)
     fl_team_ended(&bar)
     return ran[0]
 
@@ -596,19 +707,21 @@ cdef void projected_backward_step(
          dr + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
 
 
-cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
+cdef bint weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
                            Py_ssize_t R, bint first, Py_ssize_t I, Py_ssize_t H, Py_ssize_t Kr,
                            const floating *dgates, const floating *xpad,
                            const floating *h_state, const floating *w_ih_t, floating *dx,
                            floating *dw_ih, floating *dw_hh, floating *db,
                            floating *rows, floating *panels,
-                           fl_barrier_state *bar) noexcept nogil:
+                           fl_barrier_state *bar, fl_stop_state *stop,
+                           int *agreements) noexcept nogil:
     """This thread's share of what R rows (t, b) of gate gradients, global rows [row0, row0+R),
     give: their rows of dx, and their terms of dW_ih, dW_hh and db, added to the sums so far
     (started when `first`). Each output tile belongs to one thread and takes the rows in one
     fixed order, so the sums do not depend on the thread count. `rows`: BIG_BLOCK * FL_KC values
     of this thread's; `panels`: FL_KC * (Ip + Krp) values shared by the team, which every thread
-    of the team must call this with, and bar (it meets them at barriers).
+    of the team must call this with, and bar (it meets them at barriers) and stop, agreements
+    (the team's so far; it may stop at one: then true for every thread, the sums unfinished).
     h_state rows hold Kr values (H, or proj_size), padded to a panel, as do dW_hh's rows."""
     cdef Py_ssize_t NR = panel(rows), Hp = round_up(H, NR)
     cdef Py_ssize_t Krp = round_up(Kr, NR)
@@ -622,6 +735,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
     lo = share(nrb, tid, nthr)
     hi = share(nrb, tid + 1, nthr)
     for w in range(lo, hi):  # dx = dgates @ W_ih, by blocks of rows
+        if stopping(stop, tid):
+            break
         m0 = w * BIG_BLOCK
         m = R - m0 if R - m0 < BIG_BLOCK else BIG_BLOCK
         gemm(ops, m, Ip // NR, G4, dgates + m0 * G4, G4, 1, w_ih_t, NR, 1, G4 * NR,
@@ -652,6 +767,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
                     dst[k * NR + r] = src[k * kb + r]
         fl_barrier(bar, nthr)  # every panel is in
         for w in range(lo, hi):  # by blocks of rows of the weight gradients
+            if stopping(stop, tid):
+                break
             g = w // nrb  # gate
             j0 = (w % nrb) * BIG_BLOCK  # first hidden unit of the block
             m = Hp - j0 if Hp - j0 < BIG_BLOCK else BIG_BLOCK
@@ -674,7 +791,8 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
             gemm(ops, m, Krp // NR, kc, rows, kc, 1, panels + nxp * FL_KC * NR, NR, 1,
                  FL_KC * NR, dw_hh + (g * Hp + j0) * Krp, Krp, not first or k0 > 0,
                  <floating *>NULL)
-        fl_barrier(bar, nthr)  # the panels are free for the next block
+        if agree(stop, bar, tid, nthr, agreements):  # (and the panels are free for the next block)
+            return True
         k0 = k0 + kc
         if k0 >= R:
             break
@@ -682,12 +800,13 @@ cdef void weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t 
         lo = share(4 * nblk, tid, nthr)
         hi = share(4 * nblk, tid + 1, nthr)
         colsum(ops, R, hi - lo, dgates + lo * NR, G4, db + lo * NR, not first)
+    return False
 
 
 cdef void projection_gradient(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t R,
                               Py_ssize_t H, Py_ssize_t P, const floating *dr,
                               const floating *h_full, floating *dw_hr,
-                              floating *rows) noexcept nogil:
+                              floating *rows, fl_stop_state *stop) noexcept nogil:
     """This thread's share of dW_hr = dr^T @ h over R rows (t, b): the gradients of the projected
     states (R x Pp) and the cell's h (R x Hp). Work items are blocks of output rows by blocks of
     columns, each summing the rows in one fixed order. `rows`: BIG_BLOCK * FL_KC values."""
@@ -698,6 +817,8 @@ cdef void projection_gradient(const fl_isa_ops *ops, int tid, int nthr, Py_ssize
     lo = share(nrb * ncb, tid, nthr)
     hi = share(nrb * ncb, tid + 1, nthr)
     for w in range(lo, hi):
+        if stopping(stop, tid):
+            break
         j0 = (w // ncb) * BIG_BLOCK  # first row of dW_hr (output feature)
         m = Pp - j0 if Pp - j0 < BIG_BLOCK else BIG_BLOCK
         c0 = (w % ncb) * BIG_BLOCK  # first column (hidden unit)
@@ -726,10 +847,11 @@ cdef void backward_thread(
         floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
         Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
         floating *dh_full, floating *dw_hr,
-        bint by_batch, int nthr, int tid, int n, fl_barrier_state *bar) noexcept nogil:
+        bint by_batch, int nthr, int tid, int n, fl_barrier_state *bar,
+        fl_stop_state *stop) noexcept nogil:
     """Thread tid's share of lstm_backward, in a team of n (<= nthr, the team planned, which
-    sized scratch) that all call this with the same bar (n = 1: all of it, no OpenMP region
-    needed)."""
+    sized scratch) that all call this with the same bar and stop (n = 1: all of it, no OpenMP
+    region needed)."""
     cdef Py_ssize_t NR = panel(dh), Hp = round_up(H, NR), nblk = Hp // NR
     cdef Py_ssize_t G4 = 4 * Hp, S = B * Hp
     cdef Py_ssize_t Kr = P if P > 0 else H, Pp = round_up(P, NR), npblk = Pp // NR
@@ -743,6 +865,8 @@ cdef void backward_thread(
     cdef Py_ssize_t t, t0, t1 = T
     cdef const floating *dy_t
     cdef floating *dg_t
+    cdef int k = 0  # the team's agreements so far
+    cdef bint stopped = False
     cdef unsigned int fpmode = fl_flush_denormals()
     if not by_batch:
         b0, b1, u0, u1, p0, p1 = 0, B, lo, hi, share(npblk, tid, n), share(npblk, tid + 1, n)
@@ -773,18 +897,26 @@ cdef void backward_thread(
                 gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * G4 * NR, NR, 1, G4 * NR,
                      dh + lo * NR, Hp, 0, <floating *>NULL)
             t = t - 1
+            if stop.watch and (T - 1 - t) % stop.steps == 0 and agree(stop, bar, tid, n, &k):
+                stopped = True
+                break
+        if stopped:
+            break
         if not defer:
             fl_barrier(bar, n)
-            weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates, xpad,
-                             h_state, w_ih_t, dx, dw_ih, dw_hh, db, rows, panels, bar)
+            if weight_gradients(ops, tid, n, t0 * B, (t1 - t0) * B, t1 == T, I, H, Kr, dgates,
+                                xpad, h_state, w_ih_t, dx, dw_ih, dw_hh, db, rows, panels, bar,
+                                stop, &k):
+                stopped = True
+                break
             fl_barrier(bar, n)  # the next chunk overwrites dgates (and scratch)
         t1 = t0
     if T == 0 and not defer:  # no chunk ran: the weight gradients are zero
         weight_gradients(ops, tid, n, 0, 0, True, I, H, Kr, dgates, xpad, h_state, w_ih_t, dx,
-                         dw_ih, dw_hh, db, rows, panels, bar)
-    if P > 0:
+                         dw_ih, dw_hh, db, rows, panels, bar, stop, &k)
+    if P > 0 and not stopped:
         fl_barrier(bar, n)  # every step's dr is in
-        projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr, rows)
+        projection_gradient(ops, tid, n, T * B, H, P, dr_steps, h_full, dw_hr, rows, stop)
     fl_restore_fpmode(fpmode)
 
 
@@ -800,6 +932,26 @@ cdef int lstm_backward(
         Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
         floating *dh_full, floating *dw_hr,
         int num_threads) noexcept nogil:
+    """run_backward, uninterruptible (the cimport API; see run_backward)."""
+    cdef fl_stop_state stop
+    fl_stop_init(&stop, 0)
+    return run_backward(T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t, dy,
+                        dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, num_threads, &stop)
+
+
+cdef int run_backward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *gates, const floating *c_state, const floating *tc_state,
+        const floating *h_state, const floating *xpad,
+        const floating *w_ih_t, const floating *w_hh_t,
+        const floating *dy, Py_ssize_t dys_t, Py_ssize_t dys_b,
+        floating *dh, floating *dc,
+        floating *dgates, Py_ssize_t chunk,
+        floating *dx, floating *dw_ih, floating *dw_hh, floating *db, floating *scratch,
+        Py_ssize_t P, const floating *w_hr_t, const floating *h_full, floating *dr_steps,
+        floating *dh_full, floating *dw_hr,
+        int num_threads, fl_stop_state *stop) noexcept nogil:
     """Backpropagation through time over the buffers a training forward filled.
 
     With a projection (P > 0): h_state holds the projected states r (Pp wide), dh (B x Pp)
@@ -820,6 +972,7 @@ cdef int lstm_backward(
     team shares. Returns the number of threads that ran.
     With dw_ih NULL the weight gradients (and dx) are left to `lstm_weight_gradients`: dgates
     must then hold all T steps (chunk >= T), which a ragged batch gathers from its segments.
+    A call whose stop watches SIGINT may stop early, as run_forward.
     """
     cdef const fl_isa_ops *ops = fl_current()
     cdef bint by_batch
@@ -827,12 +980,13 @@ cdef int lstm_backward(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef fl_barrier_state bar
+    agree_every(stop, B, I, H, P, 2)
     nthr = fl_team_size(&bar, nthr, 2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
-                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1, &bar)
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, 1, 0, 1, &bar, stop)
         fl_team_ended(&bar)
         return 1
     with parallel(num_threads=nthr):
@@ -843,7 +997,8 @@ cdef int lstm_backward(
             ran[0] = n
         backward_thread(ops, T, B, I, H, gates, c_state, tc_state, h_state, xpad, w_ih_t, w_hh_t,
                         dy, dys_t, dys_b, dh, dc, dgates, chunk, dx, dw_ih, dw_hh, db, scratch, P,
-                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n, &bar)
+                        w_hr_t, h_full, dr_steps, dh_full, dw_hr, by_batch, nthr, tid, n, &bar,
+                        stop)
     fl_team_ended(&bar)
     return ran[0]
 
@@ -861,6 +1016,18 @@ cdef int lstm_weight_gradients(
         Py_ssize_t R, Py_ssize_t I, Py_ssize_t H, const floating *dgates, const floating *xpad,
         const floating *h_prev, const floating *w_ih_t, floating *dx, floating *dw_ih,
         floating *dw_hh, floating *db, floating *scratch, int num_threads) noexcept nogil:
+    """run_weight_gradients, uninterruptible (the cimport API; see run_weight_gradients)."""
+    cdef fl_stop_state stop
+    fl_stop_init(&stop, 0)
+    return run_weight_gradients(R, I, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih, dw_hh, db,
+                                scratch, num_threads, &stop)
+
+
+cdef int run_weight_gradients(
+        Py_ssize_t R, Py_ssize_t I, Py_ssize_t H, const floating *dgates, const floating *xpad,
+        const floating *h_prev, const floating *w_ih_t, floating *dx, floating *dw_ih,
+        floating *dw_hh, floating *db, floating *scratch, int num_threads,
+        fl_stop_state *stop) noexcept nogil:
     """dx = dgates @ W_ih and the weight gradients over R rows in any order of (step, row): the
     gate gradients (R x G4), the inputs (R x Ip) and the previous h (R x Hp) of the same rows.
     A ragged batch's steps come as its segments' rows, one after another (a packed sequence).
@@ -870,7 +1037,7 @@ cdef int lstm_weight_gradients(
     cdef const fl_isa_ops *ops = fl_current()
     cdef int nthr = grad_team(R, H, panel(dx), num_threads)
     cdef int ran[1]  # see lstm_forward
-    cdef int tid = 0, n = 0
+    cdef int tid = 0, n = 0, k = 0
     cdef unsigned int fpmode = 0
     cdef fl_barrier_state bar
     nthr = fl_team_size(&bar, nthr, lstm_flops(R, I, H, 0) / FLOPS_PER_NS)
@@ -878,7 +1045,7 @@ cdef int lstm_weight_gradients(
     if nthr == 1:  # no region (see lstm_forward)
         fpmode = fl_flush_denormals()
         weight_gradients(ops, 0, 1, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx, dw_ih,
-                         dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC, &bar)
+                         dw_hh, db, scratch, scratch + BIG_BLOCK * FL_KC, &bar, stop, &k)
         fl_restore_fpmode(fpmode)
         fl_team_ended(&bar)
         return 1
@@ -886,12 +1053,13 @@ cdef int lstm_weight_gradients(
         fpmode = fl_flush_denormals()
         tid = omp_get_thread_num()
         n = omp_get_num_threads()
+        k = 0  # (assigned in the region: each thread's own)
         fl_team_started(&bar, tid)
         if tid == 0:
             ran[0] = n
         weight_gradients(ops, tid, n, 0, R, True, I, H, H, dgates, xpad, h_prev, w_ih_t, dx,
                          dw_ih, dw_hh, db, scratch + tid * BIG_BLOCK * FL_KC,
-                         scratch + nthr * BIG_BLOCK * FL_KC, &bar)
+                         scratch + nthr * BIG_BLOCK * FL_KC, &bar, stop, &k)
         fl_restore_fpmode(fpmode)
     fl_team_ended(&bar)
     return ran[0]
@@ -953,9 +1121,16 @@ def forward(const floating[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     cdef const floating *cw_hr = cptr(w_hr)
     cdef floating *p[6]
     p[:] = [ptr(gates), ptr(h_state), ptr(c_state), ptr(tc_state), ptr(y), ptr(h_full)]
+    cdef fl_stop_state stop
+    cdef int watching = watch_sigint(lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
+    fl_stop_init(&stop, watching)
     with nogil:
-        ran = lstm_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, wgroup, cbias, p[0], chunk,
-                           p[1], p[2], p[3], p[4], ys_t, ys_b, P, cw_hr, p[5], num_threads)
+        ran = run_forward(T, B, I, H, cx, xs_t, xs_b, cw_ih, cw_hh, wgroup, cbias, p[0], chunk,
+                          p[1], p[2], p[3], p[4], ys_t, ys_b, P, cw_hr, p[5], num_threads, &stop)
+        if watching:
+            fl_unwatch_sigint()
+    if fl_stop_requested(&stop):
+        reraise()
     return ran
 
 
@@ -1014,10 +1189,17 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     cdef floating *p[11]
     p[:] = [ptr(dh), ptr(dc), ptr(dgates), ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch),
             ptr(dr_steps), ptr(dh_full), ptr(dw_hr)]
+    cdef fl_stop_state stop
+    cdef int watching = watch_sigint(2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
+    fl_stop_init(&stop, watching)
     with nogil:
-        ran = lstm_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
-                            dys_b, p[0], p[1], p[2], chunk, p[3], p[4], p[5], p[6], p[7],
-                            P, q[8], q[9], p[8], p[9], p[10], num_threads)
+        ran = run_backward(T, B, I, H, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dys_t,
+                           dys_b, p[0], p[1], p[2], chunk, p[3], p[4], p[5], p[6], p[7],
+                           P, q[8], q[9], p[8], p[9], p[10], num_threads, &stop)
+        if watching:
+            fl_unwatch_sigint()
+    if fl_stop_requested(&stop):
+        reraise()
     return ran
 
 
@@ -1048,9 +1230,16 @@ def weight_gradients_packed(Py_ssize_t R, Py_ssize_t I, Py_ssize_t H,
     q[:] = [cptr(dgates), cptr(xpad), cptr(h_prev), cptr(w_ih_t)]
     cdef floating *p[5]
     p[:] = [ptr(dx), ptr(dw_ih), ptr(dw_hh), ptr(db), ptr(scratch)]
+    cdef fl_stop_state stop
+    cdef int watching = watch_sigint(lstm_flops(R, I, H, 0) / FLOPS_PER_NS)
+    fl_stop_init(&stop, watching)
     with nogil:
-        ran = lstm_weight_gradients(R, I, H, q[0], q[1], q[2], q[3], p[0], p[1], p[2], p[3],
-                                    p[4], num_threads)
+        ran = run_weight_gradients(R, I, H, q[0], q[1], q[2], q[3], p[0], p[1], p[2], p[3],
+                                   p[4], num_threads, &stop)
+        if watching:
+            fl_unwatch_sigint()
+    if fl_stop_requested(&stop):
+        reraise()
     return ran
 
 

@@ -1,0 +1,189 @@
+"""Ctrl-C: a long call from the main thread stops soon after SIGINT with KeyboardInterrupt, and
+nothing else changes. Watching for the signal changes no result; a handler that returns lets the
+call finish with the same bits; the model and other threads' calls are unaffected. The signals
+are sent in child processes (pytest's own SIGINT handling stays out of it)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import _kernels
+
+
+@pytest.fixture
+def watch_every_step():
+    """Every call from this (the main) thread watches SIGINT and its team agrees at every step:
+    the most extra barriers there can be."""
+    saved = _kernels.interrupt_settings()
+    _kernels.interrupt_settings(0, 0)
+    yield
+    _kernels.interrupt_settings(*saved)
+
+
+def _run_all(model, x, lengths, nt, rng):
+    y, (h, c), backprop = model.forward_train(x, lengths=lengths, num_threads=nt)
+    grads = backprop(rng.standard_normal(y.shape).astype(model.dtype), num_threads=nt)
+    y2, (h2, c2) = model(x, lengths=lengths, num_threads=nt)
+    return [y, h, c, y2, h2, c2] + [grads[k] for k in sorted(grads)]
+
+
+@pytest.mark.parametrize("B,H,proj", [(8, 24, 0), (1, 200, 0), (3, 40, 16), (1, 130, 60)],
+                         ids=["batch-split", "unit-split", "batch-projected", "unit-projected"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_watching_changes_no_result(B, H, proj, ragged, nt, watch_every_step):
+    model = fastlstm.LSTM(12, H, num_layers=2, proj_size=proj, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, B, 12))
+    lengths = rng.integers(0, 10, B) if ragged else None
+    watched = _run_all(model, x, lengths, nt, np.random.default_rng(1))
+    _kernels.interrupt_settings(float("inf"))
+    plain = _run_all(model, x, lengths, nt, np.random.default_rng(1))
+    for a, b in zip(watched, plain):
+        assert np.array_equal(a, b)
+
+
+# The child: calls sized to take ~4 s here (from a timed short one), SIGINT 0.3 s after each
+# starts (from a thread, as a terminal's Ctrl-C reaches the process), one JSON line per call.
+CHILD = textwrap.dedent("""
+    import json, os, signal, sys, threading, time
+    import numpy as np
+    import fastlstm
+
+    NT = {nt}
+    rng = np.random.default_rng(0)
+    model = fastlstm.LSTM(256, 256, proj_size={proj}, seed=0)
+    probe = rng.standard_normal((40, 8, 256)).astype(np.float32)
+    before = model(probe, num_threads=NT)[0]
+    t = time.perf_counter()
+    model.forward_train(probe, num_threads=NT)[2](np.ones((40, 8, {proj} or 256), np.float32))
+    per_step = (time.perf_counter() - t) / 40 / 3  # a forward step; a backward step is ~2
+    T = max(200, int(4.0 / per_step))
+
+    def signal_after(delay, sent):
+        def send():
+            time.sleep(delay)
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=send).start()
+
+    def interrupt(name, call, T):
+        sent = []
+        signal_after(0.3, sent)
+        t = time.perf_counter()
+        try:
+            call()
+            outcome = "finished"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+        end = time.perf_counter()
+        while not sent:  # (a call that ended first: the signal must not hit the next one)
+            time.sleep(0.01)
+        time.sleep(0.05)
+        print(json.dumps(dict(call=name, outcome=outcome, after_signal=end - sent[0],
+                              expected=per_step * T)), flush=True)
+
+    x = np.ones((T, 8, 256), np.float32) * 0.1
+    lengths = np.full(8, T)
+    lengths[::2] = T // 2
+    interrupt("forward", lambda: model(x, num_threads=NT), T)
+    interrupt("forward_train", lambda: model.forward_train(x, num_threads=NT), 3 * T / 2)
+    Tb = T // 3
+    for name, lens in (("backprop", None), ("ragged backprop", lengths[:1].repeat(8) // 3)):
+        if lens is not None:
+            lens[::2] //= 2
+        y, _, backprop = model.forward_train(x[:Tb], lengths=lens, num_threads=NT)
+        g = np.ones_like(y)
+        interrupt(name, lambda: backprop(g, num_threads=NT), 2 * Tb)
+    # the model is as it was
+    print(json.dumps(dict(same_after=bool(np.array_equal(model(probe, num_threads=NT)[0],
+                                                         before)))), flush=True)
+""")
+
+
+def _child(code):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastlstm.__file__))] +
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("proj", [0, 64], ids=["plain", "projected"])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_ctrl_c_stops_a_long_call(nt, proj):
+    """Each call would run ~4 s (more in the backward); it must end with KeyboardInterrupt long
+    before that (in practice within milliseconds of the signal)."""
+    lines = _child(CHILD.format(nt=nt, proj=proj))
+    calls, last = lines[:-1], lines[-1]
+    assert [c["call"] for c in calls] == ["forward", "forward_train", "backprop",
+                                          "ragged backprop"]
+    for c in calls:
+        assert c["outcome"] == "interrupted", c
+        assert c["after_signal"] < 0.25 * c["expected"], c  # stopped, not run to its end
+    assert last == {"same_after": True}
+
+
+# A handler that returns (as a program's own may): the call goes on and its result is exact.
+# Meanwhile another thread's long call is not disturbed by the main thread's interruption.
+CHILD_HANDLER = textwrap.dedent("""
+    import json, os, signal, threading, time
+    import numpy as np
+    import fastlstm
+
+    model = fastlstm.LSTM(128, 128, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1500, 4, 128)).astype(np.float32)
+    expected = model(x, num_threads=2)[0]
+    seen = []
+    signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    done = threading.Event()
+
+    def pester():
+        while not done.is_set():
+            time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGINT)
+    pests = threading.Thread(target=pester)
+    pests.start()
+    y = model(x, num_threads=2)[0]
+    done.set()
+    pests.join()
+    handled = len(seen)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    other, main_done = [], threading.Event()
+    def worker():  # another thread's calls while the main thread's is interrupted
+        while not main_done.is_set():
+            other.append(bool(np.array_equal(model(x, num_threads=1)[0], expected)))
+    w = threading.Thread(target=worker)
+    w.start()
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        model(np.tile(x, (20, 1, 1)), num_threads=1)  # ~20x as long as the signal's delay
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    main_done.set()
+    w.join()
+    print(json.dumps(dict(handled=handled, exact=bool(np.array_equal(y, expected)),
+                          interrupted=interrupted,
+                          other_calls=len(other), other_exact=all(other))))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+def test_a_handler_that_returns_lets_the_call_finish_exactly():
+    (result,) = _child(CHILD_HANDLER)
+    assert result["handled"] >= 1, result  # the signals did come during the call
+    assert result["exact"] and result["interrupted"], result
+    assert result["other_calls"] >= 1 and result["other_exact"], result
