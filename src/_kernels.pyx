@@ -360,25 +360,22 @@ def cold_teams(enabled=None, wake_costs=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Ctrl-C. A long call from the main thread watches SIGINT (fl_interrupt.h); its thread 0 polls
-# between work items and at the team's agreements, where the team may stop: every CHECK_NS of
-# estimated work in a recurrence (an extra barrier, ~1 us, when the team has several threads),
-# after each chunk's input projection, and after each FL_KC block of the weight gradients (their
-# existing barriers). Whether a call watches changes no arithmetic, so no result.
-# Calls shorter than WATCH_NS do not watch: their end comes soon enough.
+# Ctrl-C. A long call from the main thread watches SIGINT (fl_interrupt.h). Its thread 0 polls
+# between work items (tiles of the input projection and of the weight gradients) and at every
+# step. A team whose threads meet in a step (the unit split) agrees to stop at that barrier;
+# threads that meet in none (the batch split, one thread) stop their own rows at the next step
+# and the team agrees at its next barrier: after each chunk's input projection, or after each
+# FL_KC block of the weight gradients. No barrier is added and no arithmetic changes, so no result.
+# Calls shorter than WATCH_NS (one thread's work, estimated) do not watch: they end soon enough.
 cdef double WATCH_NS = 2e6
-cdef double CHECK_NS = 2e6
 
 
-def interrupt_settings(watch_ns=None, check_ns=None):
-    """(watch_ns, check_ns) in estimated nanoseconds of one thread's work, after setting those
-    given (tests watch small calls with 0, or agree every step)."""
-    global WATCH_NS, CHECK_NS
+def interrupt_settings(watch_ns=None):
+    """watch_ns, after setting it when given (tests watch every call with 0)."""
+    global WATCH_NS
     if watch_ns is not None:
         WATCH_NS = watch_ns
-    if check_ns is not None:
-        CHECK_NS = check_ns
-    return WATCH_NS, CHECK_NS
+    return WATCH_NS
 
 
 cdef void run_handlers(fl_stop_state *stop) noexcept nogil:
@@ -403,13 +400,6 @@ cdef inline bint agree(fl_stop_state *stop, fl_barrier_state *bar, int tid, int 
         return False
     stopping(stop, tid)
     return fl_stop_agree(stop, bar, tid, n, k)
-
-
-cdef inline void agree_every(fl_stop_state *stop, Py_ssize_t step_rows, Py_ssize_t I,
-                             Py_ssize_t H, Py_ssize_t P, double weight) noexcept nogil:
-    """Steps between two agreements of a watching call's recurrence: CHECK_NS of work."""
-    cdef double steps = CHECK_NS * FLOPS_PER_NS / (weight * lstm_flops(step_rows, I, H, P) + 1)
-    stop.steps = 1 if steps < 1 else (<long long>steps if steps < 1e15 else 1000000000000000)
 
 
 cdef int watch_sigint(double work_ns) except -1:
@@ -566,9 +556,11 @@ cdef void forward_thread(
                     fl_barrier(bar, n)  # the cell's h_t is complete before the projection
                     project_step(ops, 0, B, plo, phi, H, P, w_hr, hcell, h_state + hd * Sr,
                                  y + t * ys_t, ys_b)
-                fl_barrier(bar, n)  # h_t (r_t) is complete before anyone reads it
-            if stop.watch and (t + 1) % stop.steps == 0 and agree(stop, bar, tid, n, &k):
-                stopped = True
+                # h_t (r_t) is complete before anyone reads it
+                if agree(stop, bar, tid, n, &k):
+                    stopped = True
+                    break
+            if by_batch and stopping(stop, tid):  # (this thread's rows; the team agrees next)
                 break
         if stopped:
             break
@@ -628,7 +620,6 @@ cdef int run_forward(
         return 0
     if T == 0 or B == 0:
         return 1
-    agree_every(stop, B, I, H, P, 1)
     # (a sleeping team starts only once the work pays for its wake-up)
     nthr = fl_team_size(&bar, nthr, lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
@@ -677,18 +668,19 @@ cdef void backward_step(const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_
                     dg[b * G4 + 4 * (u1 - 1) * NR + q * NR + j] = 0
 
 
-cdef void projected_backward_step(
+cdef bint projected_backward_step(
         const fl_isa_ops *ops, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t u0, Py_ssize_t u1,
         Py_ssize_t p0, Py_ssize_t p1, int team, fl_barrier_state *bar, Py_ssize_t H,
         Py_ssize_t P, const floating *act, const floating *c_prev, const floating *tc,
         const floating *dy, Py_ssize_t dys_b, const floating *w_hr_t, const floating *w_hh_t,
         floating *dr, floating *dr_keep, floating *dh, floating *dc,
-        floating *dg) noexcept nogil:
+        floating *dg, fl_stop_state *stop, int tid, int *agreements) noexcept nogil:
     """One step of BPTT through a projection, for rows [b0, b1), unit blocks [u0, u1) and
     projection panels [p0, p1): dr += dy (a copy kept for dW_hr), dh = dr @ W_hr, the gate
     gradients, then dr = dgates @ W_hh for the step before. team, bar: the size of the unit
     split's team and its barrier, where its threads wait for each other before each product that
-    reads what the others wrote (team 1 for the batch split: no one to wait for)."""
+    reads what the others wrote (team 1 for the batch split: no one to wait for). True when the
+    team agreed to stop (stop, tid, agreements: see `agree`)."""
     cdef Py_ssize_t NR = panel(dr), Hp = round_up(H, NR)
     cdef Py_ssize_t Pp = round_up(P, NR), G4 = 4 * Hp, b, j
     cdef Py_ssize_t j1 = p1 * NR if p1 * NR < P else P
@@ -702,9 +694,12 @@ cdef void projected_backward_step(
     gemm(ops, b1 - b0, u1 - u0, P, dr + b0 * Pp, Pp, 1, w_hr_t + u0 * P * NR, NR, 1, P * NR,
          dh + b0 * Hp + u0 * NR, Hp, 0, <floating *>NULL)
     backward_step(ops, b0, b1, u0, u1, H, Hp, act, c_prev, tc, <floating *>NULL, 0, dh, dc, dg)
-    fl_barrier(bar, team)  # all gate gradients of the step are in
+    # all gate gradients of the step are in (a unit split's team may agree to stop here)
+    if team > 1 and agree(stop, bar, tid, team, agreements):
+        return True
     gemm(ops, b1 - b0, p1 - p0, G4, dg + b0 * G4, G4, 1, w_hh_t + p0 * G4 * NR, NR, 1, G4 * NR,
          dr + b0 * Pp + p0 * NR, Pp, 0, <floating *>NULL)
+    return False
 
 
 cdef bint weight_gradients(const fl_isa_ops *ops, int tid, int nthr, Py_ssize_t row0,
@@ -879,11 +874,13 @@ cdef void backward_thread(
                 dy_t = dy + t * dys_t
             dg_t = dgates + (t - t0) * B * G4
             if P > 0:
-                projected_backward_step(ops, b0, b1, u0, u1, p0, p1, 1 if by_batch else n, bar,
-                                        H, P,
-                                        gates + t * B * G4, c_state + t * S, tc_state + t * S,
-                                        dy_t, dys_b, w_hr_t, w_hh_t, dh, dr_steps + t * B * Pp,
-                                        dh_full, dc, dg_t)
+                if projected_backward_step(ops, b0, b1, u0, u1, p0, p1, 1 if by_batch else n,
+                                           bar, H, P, gates + t * B * G4, c_state + t * S,
+                                           tc_state + t * S, dy_t, dys_b, w_hr_t, w_hh_t, dh,
+                                           dr_steps + t * B * Pp, dh_full, dc, dg_t, stop, tid,
+                                           &k):
+                    stopped = True
+                    break
             elif by_batch:
                 backward_step(ops, lo, hi, 0, nblk, H, Hp, gates + t * B * G4, c_state + t * S,
                               tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
@@ -893,12 +890,13 @@ cdef void backward_thread(
             else:
                 backward_step(ops, 0, B, lo, hi, H, Hp, gates + t * B * G4, c_state + t * S,
                               tc_state + t * S, dy_t, dys_b, dh, dc, dg_t)
-                fl_barrier(bar, n)  # all gate gradients of step t are in
+                if agree(stop, bar, tid, n, &k):  # all gate gradients of step t are in
+                    stopped = True
+                    break
                 gemm(ops, B, hi - lo, G4, dg_t, G4, 1, w_hh_t + lo * G4 * NR, NR, 1, G4 * NR,
                      dh + lo * NR, Hp, 0, <floating *>NULL)
             t = t - 1
-            if stop.watch and (T - 1 - t) % stop.steps == 0 and agree(stop, bar, tid, n, &k):
-                stopped = True
+            if (by_batch or n == 1) and stopping(stop, tid):  # (see forward_thread)
                 break
         if stopped:
             break
@@ -980,7 +978,6 @@ cdef int run_backward(
     cdef int ran[1]  # see lstm_forward
     cdef int tid = 0, n = 0
     cdef fl_barrier_state bar
-    agree_every(stop, B, I, H, P, 2)
     nthr = fl_team_size(&bar, nthr, 2 * lstm_flops(T * B, I, H, P) / FLOPS_PER_NS)
     fl_barrier_init(&bar, nthr)
     if nthr == 1:  # no region (see lstm_forward)

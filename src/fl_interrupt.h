@@ -18,7 +18,6 @@
 
 typedef struct {
     int watch;     /* 1: thread 0 polls for SIGINT (a long call from the main thread) */
-    long long steps; /* steps of a recurrence between two agreements (set by the call) */
     int requested; /* 1: Python's handler raised; the team stops at its next agreement */
     int agreed[2]; /* `requested` as thread 0 saw it before agreement k (slot k % 2) */
 } fl_stop_state;
@@ -26,7 +25,6 @@ typedef struct {
 static inline void fl_stop_init(fl_stop_state *s, int watch)
 {
     s->watch = watch;
-    s->steps = 1;
     s->requested = 0;
     s->agreed[0] = s->agreed[1] = 0;
 }
