@@ -9,6 +9,22 @@ from fastlstm import _kernels
 
 ISAS = fastlstm.openmp_info()["isas"]
 
+try:  # hypothesis is in the test extra; without it only its tests are missing
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover
+    pass
+else:
+    # "ci" (the default): the same examples on every run, as many as keep tests/test_properties.py
+    # near a minute on a 2-core machine. "fuzz": long runs by hand, fresh examples each time,
+    #   HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_properties.py -k fuzz
+    # (or --hypothesis-profile=fuzz). Tests that set max_examples themselves keep their number.
+    _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", derandomize=True, max_examples=600, deadline=None,
+                              print_blob=True, suppress_health_check=_SLOW)
+    settings.register_profile("fuzz", derandomize=False, max_examples=5000, deadline=None,
+                              print_blob=True, suppress_health_check=_SLOW)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 def pytest_report_header(config):
     info = fastlstm.openmp_info()
