@@ -439,6 +439,42 @@ def test_a_fork_child_runs_after_the_parent_ran_teams(parent_threads):
     assert out.stdout.split() == [str(parent_threads)] + child.split()
 
 
+POOL_TIMEOUT = 120  # seconds: a hung worker fails the test instead of blocking the run
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_multiprocessing_pool_workers_after_the_parent_ran_a_team(method, monkeypatch):
+    """A multiprocessing Pool started after the parent ran a 2-thread call: its workers'
+    2-thread calls (inference, training forward, backward; the model pickled to them) give the
+    parent's bits. spawn and forkserver workers are fresh processes and run teams of 2; fork
+    workers run one thread (libgomp's pool does not survive fork), as the README says."""
+    import multiprocessing
+
+    import mp_workers
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method!r} start method here")
+    jobs = mp_workers.jobs()
+    expected = [mp_workers.run(*job, num_threads=2) for job in jobs]
+    if fastlstm.openmp_enabled():
+        assert expected[0]["teams"] == [2, 2, 2]  # an OpenMP team has run in this process
+    # a spawned child rebuilds sys.path from its parent's, and the forkserver from its own at
+    # its start; PYTHONPATH makes `mp_workers` and this fastlstm importable either way
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [here, root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    ctx = multiprocessing.get_context(method)
+    tasks = [job + (2,) for job in jobs] * 2  # each job twice, over 2 workers
+    with ctx.Pool(2, initializer=mp_workers.init_worker) as pool:
+        results = pool.starmap_async(mp_workers.run, tasks).get(timeout=POOL_TIMEOUT)
+    assert {r["pid"] for r in results}.isdisjoint({os.getpid()})
+    for k, got in enumerate(results):
+        assert got["fastlstm"] == fastlstm.__file__
+        _assert_bitwise(expected[k % len(jobs)]["arrays"], got["arrays"], f"{method} task {k}")
+        if fastlstm.openmp_enabled() and k % len(jobs) == 0:
+            assert got["teams"] == ([1, 1, 1] if method == "fork" else [2, 2, 2]), got["teams"]
+
+
 @pytest.fixture
 def cold_teams_on():
     """The cold-team policy on (conftest turns it off), with every setting restored after."""
