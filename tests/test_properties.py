@@ -126,6 +126,8 @@ LAYOUTS = ("C", "fortran", "transposed", "negative", "step", "read_only", "misal
            "misaligned4", "broadcast", "list")
 FAULTS = ("x_dtype", "x_ragged", "x_rank", "x_features", "hx_shape", "hx_dtype", "hx_type",
           "lengths_value", "lengths_count", "lengths_dtype", "num_threads")
+# documented: None, or a positive int, capped at the CPUs the process may use
+NUM_THREADS = (None, 1, 2, 3, np.int64(2), 2**40)
 BAD_NUM_THREADS = ((0, ValueError), (-1, ValueError), (-2**40, ValueError), (1.5, TypeError),
                    ("2", TypeError), (True, TypeError), (2.0, TypeError), ([2], TypeError))
 TOL64 = {"forward": 1e-12, "backward": 1e-10}
@@ -350,6 +352,12 @@ class Oracle:
         self.args = params, cfg, x, h0, c0, lengths
         self.model_dtype = np.dtype(model_dtype)
         self.runs = {}
+        # An infinite initial state (which the README leaves undefined) meets gates that are 0
+        # on one side and tiny on the other (the reference's sigmoid is 0 below -37, the
+        # kernels' below -745; float32's tanh is 1 from 9, float64's from 19): 0 * inf is NaN,
+        # tiny * inf is inf, and tanh(inf) is finite again. Then only the results finite on
+        # both sides are compared. NaN anywhere, and inf in x, follow the README exactly.
+        self.strict_nonfinite = not (np.isinf(h0).any() or np.isinf(c0).any())
 
     def _perturb(self, a, key):
         rng = np.random.default_rng(key)
@@ -411,11 +419,14 @@ class Oracle:
             ref = truth[name]
             assert value.dtype == self.model_dtype, (name, value.dtype)
             assert value.shape == ref.shape, (name, value.shape, ref.shape)
-            # non-finite exactly where the reference has them (NaN only in the rows it is in)
-            assert np.array_equal(np.isnan(value), np.isnan(ref)), f"{name}: NaN pattern differs"
-            assert np.array_equal(np.isposinf(value), np.isposinf(ref)), f"{name}: +inf differs"
-            assert np.array_equal(np.isneginf(value), np.isneginf(ref)), f"{name}: -inf differs"
             ok = np.isfinite(ref)
+            if self.strict_nonfinite:  # NaN and inf exactly where the reference has them
+                assert np.array_equal(np.isfinite(value), ok), f"{name}: non-finite differ"
+                assert np.array_equal(np.isnan(value), np.isnan(ref)), f"{name}: NaN differs"
+                assert np.array_equal(value[np.isinf(ref)], ref[np.isinf(ref)]), \
+                    f"{name}: infinities differ"
+            else:
+                ok &= np.isfinite(value)
             err = scaled_err(value[ok], ref[ok], MIN_SCALE)
             if self.model_dtype == np.float64:
                 if not err <= TOL64[phase]:
@@ -481,7 +492,7 @@ def _fuzz_lstm(draw):
     T = draw(st.integers(0, 6), label="seq_len")
     B = 1 if unbatched else draw(st.integers(0, 5), label="batch")
     fault = draw(st.one_of(st.none(), st.sampled_from(FAULTS)), label="fault")
-    nt = draw(st.sampled_from([None, 1, 2, 3]), label="num_threads")
+    nt = draw(st.sampled_from(NUM_THREADS), label="num_threads")
     rng = np.random.default_rng(seed)
     inputs = Inputs()
     params = {k: v.copy() for k, v in model.parameters().items()}
@@ -691,7 +702,7 @@ def _fuzz_lstm_cell(draw):
     unbatched = draw(st.booleans(), label="unbatched")
     B = 1 if unbatched else draw(st.integers(0, 5), label="batch")
     fault = draw(st.one_of(st.none(), st.sampled_from(CELL_FAULTS)), label="fault")
-    nt = draw(st.sampled_from([None, 1, 2, 3]), label="num_threads")
+    nt = draw(st.sampled_from(NUM_THREADS), label="num_threads")
     rng = np.random.default_rng(seed)
     inputs = Inputs()
 

@@ -14,9 +14,12 @@ determinism tests run both that plan and one with its work thresholds at 0, unde
 shapes take the unit split on one thread per unit block.
 
 They also check the team size really used (openmp_info()['last_num_threads']), that calls from
-many Python threads on one shared model agree with serial calls, that no input is written to, and
-that importing/running fastlstm leaves the floating-point environment (FTZ/DAZ) alone.
+many Python threads on one shared model agree with serial calls, that forked children and
+multiprocessing pools (spawn, forkserver, fork; workers in tests/mp_workers.py) started after a
+team ran give the same bits, that no input is written to, and that importing/running fastlstm
+leaves the floating-point environment (FTZ/DAZ) alone.
 """
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -27,6 +30,7 @@ import numpy as np
 import pytest
 
 import fastlstm
+import mp_workers
 from fastlstm import _kernels
 
 DTYPES = [np.float32, np.float64]
@@ -448,9 +452,6 @@ def test_multiprocessing_pool_workers_after_the_parent_ran_a_team(method, monkey
     2-thread calls (inference, training forward, backward; the model pickled to them) give the
     parent's bits. spawn and forkserver workers are fresh processes and run teams of 2; fork
     workers run one thread (libgomp's pool does not survive fork), as the README says."""
-    import multiprocessing
-
-    import mp_workers
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method!r} start method here")
     jobs = mp_workers.jobs()
