@@ -447,7 +447,7 @@ POOL_TIMEOUT = 120  # seconds: a hung worker fails the test instead of blocking 
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
-def test_multiprocessing_pool_workers_after_the_parent_ran_a_team(method, monkeypatch):
+def test_pools_by_every_start_method_give_the_parents_bits(method, monkeypatch):
     """A multiprocessing Pool started after the parent ran a 2-thread call: its workers'
     2-thread calls (inference, training forward, backward; the model pickled to them) give the
     parent's bits. spawn and forkserver workers are fresh processes and run teams of 2; fork
