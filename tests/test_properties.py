@@ -6,8 +6,9 @@ against the reference or the README's documented exception (see the section's co
 Hypothesis profiles (registered in conftest.py):
 
 - "ci", the default: derandomized (the same examples every run, so a failure is reproducible and
-  CI never flakes), 600 examples per fuzz test, about 30 s for this file on a 2-core machine.
-- "fuzz", for long runs by hand: 5,000 fresh random examples per test each run, e.g.
+  CI never flakes), 600 examples per fuzz test: 30-40 s for this file on a busy 2-core machine.
+- "fuzz", for long runs by hand: 5,000 fresh random examples per test each run (about 4 minutes
+  for the three fuzz tests on that machine), e.g.
 
       HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_properties.py -k fuzz
       python -m pytest tests/test_properties.py -k fuzz --hypothesis-profile=fuzz \\
