@@ -120,7 +120,11 @@ def backward(tape, dy, dh_n, dc_n, num_threads, dropout_grad=None):
                 runner, dir_tape, segs, dy_d, dh_n[s], dc_n[s], shape, num_threads)
             if d == 1:
                 dx_d = reverse(dx_d, rev)
-            dx = np.array(dx_d) if dx is None else np.add(dx, dx_d, out=dx)
+            if dx is None:
+                dx = np.array(dx_d)
+            else:  # (inf + -inf is NaN, as in the kernels, which do not warn either)
+                with np.errstate(invalid="ignore"):
+                    np.add(dx, dx_d, out=dx)
         if l > 0 and dropout_grad is not None:
             dx = dropout_grad(l - 1, dx)
         dy = dx

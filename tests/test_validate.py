@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -920,3 +921,16 @@ def test_messages_name_the_argument_first(model, data):
         with pytest.raises((ValueError, TypeError)) as ei:
             call()
         assert re.match(rf"^{name}\b", _msg(ei)), (name, _msg(ei))
+
+
+def test_infinite_states_of_both_signs_warn_nothing():
+    """A bidirectional stack's backward adds the directions' dx: +inf and -inf meet there as in
+    the kernels, which give NaN without a NumPy RuntimeWarning; so must the sum."""
+    m = fastlstm.LSTM(2, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    c0 = np.zeros((4, 1, 3))
+    c0[2, 0, 0], c0[3, 0, 0] = np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, backprop = m.forward_train(np.zeros((1, 1, 2)), (np.zeros((4, 1, 3)), c0))
+        g = backprop(grad_c_n=np.ones((4, 1, 3)))
+    assert np.isnan(g["x"]).any()
