@@ -2,8 +2,12 @@
 
 One extension, fastlstm._kernels: the Cython sequence kernels (src/_kernels.pyx) linked with the C
 kernels, each C unit instantiating them for one instruction set and dtype. OpenMP is probed by
-compiling and running a tiny program; without it the build goes on serially, with a warning, and
-fastlstm.openmp_enabled() reports False.
+compiling and running a tiny program with the extension's own flags; without it the build goes on
+serially, with a warning, and fastlstm.openmp_enabled() reports False.
+
+FASTLSTM_SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer (docs/sanitizers.md);
+then a missing OpenMP is an error, since a serial build would hide the threads from the sanitizers.
+The user's CFLAGS and LDFLAGS come last, so a requested -O0 or -g wins over ours.
 """
 # Flags: -O3; -ffp-contract=off so the only fused multiply-adds are the ones the kernels ask for.
 # Never the fast-math family (it switches flush-to-zero on for the whole process) nor a native
@@ -11,6 +15,7 @@ fastlstm.openmp_enabled() reports False.
 # runtime dispatch in src/fl_dispatch.c).
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +42,34 @@ OPENMP_PROBE = textwrap.dedent(
 )
 
 
+SANITIZE_FLAGS = [
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",  # a report ends the process, so no test can pass over one
+    "-fno-omit-frame-pointer",
+    "-fno-wrapv",  # Python's own CFLAGS define signed overflow; UBSan should see it as the bug it is
+    "-g",
+    "-O1",
+]
+
+
+def sanitizing(env=os.environ):
+    return env.get("FASTLSTM_SANITIZE", "") not in ("", "0")
+
+
+def build_flags(compiler_type, env=os.environ):
+    """(compile, link) flags: ours, then the sanitizers', then the user's CFLAGS/LDFLAGS."""
+    if compiler_type == "msvc":
+        return ["/O2", "/fp:precise"], []
+    compile_flags = ["-O3", "-g0", "-ffp-contract=off", "-fno-strict-aliasing"]
+    link_flags = []
+    if sanitizing(env):
+        compile_flags += SANITIZE_FLAGS
+        link_flags += SANITIZE_FLAGS[:1]
+    compile_flags += shlex.split(env.get("CFLAGS", ""))
+    link_flags += shlex.split(env.get("LDFLAGS", ""))
+    return compile_flags, link_flags
+
+
 def openmp_flags(compiler_type):
     if compiler_type == "msvc":
         return ["/openmp"], []
@@ -45,34 +78,40 @@ def openmp_flags(compiler_type):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-class BuildExt(build_ext):
-    def probe_openmp(self):
-        compile_flags, link_flags = openmp_flags(self.compiler.compiler_type)
-        tmp = tempfile.mkdtemp()
-        try:
-            src = os.path.join(tmp, "probe.c")
-            with open(src, "w") as fh:
-                fh.write(OPENMP_PROBE)
-            objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
-            exe = os.path.join(tmp, "probe")
-            self.compiler.link_executable(objs, exe, extra_postargs=link_flags)
-            subprocess.run([exe], check=True, capture_output=True, timeout=60)
-            return compile_flags, link_flags
-        except Exception as exc:  # any failure: build serially, loudly
-            warnings.warn(f"OpenMP is not available ({exc!r}); fastlstm is built single-threaded.")
-            return [], []
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+def probe_openmp(compiler, compile_flags, link_flags):
+    """OpenMP's (compile, link) flags if a program built with the extension's flags runs a team.
 
+    The probe links as an executable, which distutils does without the user's LDFLAGS: they are
+    passed here, or a CFLAGS=-fsanitize=... build fails the probe and silently loses its threads.
+    """
+    omp_compile, omp_link = openmp_flags(compiler.compiler_type)
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as fh:
+            fh.write(OPENMP_PROBE)
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags + omp_compile)
+        exe = os.path.join(tmp, "probe")
+        compiler.link_executable(objs, exe, extra_postargs=omp_link + link_flags)
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")  # libgomp's threads outlive main()
+        subprocess.run([exe], check=True, capture_output=True, timeout=60, env=env)
+        return omp_compile, omp_link
+    except Exception as exc:  # any failure: build serially, loudly
+        if sanitizing():
+            raise RuntimeError(f"FASTLSTM_SANITIZE=1 needs OpenMP, and the probe failed: {exc!r}")
+        warnings.warn(f"OpenMP is not available ({exc!r}); fastlstm is built single-threaded.")
+        return [], []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
     def build_extensions(self):
-        omp_compile, omp_link = self.probe_openmp()
-        if self.compiler.compiler_type == "msvc":
-            base = ["/O2", "/fp:precise"]
-        else:
-            base = ["-O3", "-g0", "-ffp-contract=off", "-fno-strict-aliasing"]
+        compile_flags, link_flags = build_flags(self.compiler.compiler_type)
+        omp_compile, omp_link = probe_openmp(self.compiler, compile_flags, link_flags)
         for ext in self.extensions:
-            ext.extra_compile_args = base + omp_compile + ext.extra_compile_args
-            ext.extra_link_args = omp_link + ext.extra_link_args
+            ext.extra_compile_args = omp_compile + ext.extra_compile_args + compile_flags
+            ext.extra_link_args = omp_link + ext.extra_link_args + link_flags
         super().build_extensions()
 
 
@@ -86,11 +125,12 @@ extensions = [
     )
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        include_path=["."],
-        compiler_directives={"language_level": 3},
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+if __name__ == "__main__":  # (tests/test_build.py imports the helpers above without building)
+    setup(
+        ext_modules=cythonize(
+            extensions,
+            include_path=["."],
+            compiler_directives={"language_level": 3},
+        ),
+        cmdclass={"build_ext": BuildExt},
+    )
