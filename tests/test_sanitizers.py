@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tests", "c", "tsan_barrier.c")
 # -fopenmp: fl_omp.h has its own barrier only in OpenMP builds (the program starts no OpenMP team)
 CFLAGS = ["-fsanitize=thread", "-O1", "-g", "-pthread", "-fopenmp"]
-TIMEOUT_S = 300  # ~5 s on the 2-core VM; only a barrier that never opens comes near it
+TIMEOUT_S = 120  # ~5 s on the 2-core VM: only a barrier that never opens comes near it
 
 
 def clean_env():
