@@ -1,6 +1,7 @@
 /* tsan_barrier.c: fl_omp.h's team barrier, work counter and team-size accounting, and
  * fl_interrupt.h's stop agreement, under ThreadSanitizer (tests/test_sanitizers.py builds and
- * runs it). Exit status 0 when every check passed, 1 with a message at the first wrong value.
+ * runs it). Exit status 0 when every check passed; at the first wrong value, a message and 1 (66
+ * when TSan then reports the threads left running).
  *
  * Teams are plain pthreads, not OpenMP's: Debian's libgomp is not built with TSan, so TSan cannot
  * see its synchronization and reports races inside `#pragma omp parallel` that are not there. A
@@ -257,7 +258,6 @@ static void pin(const cpu_set_t *set)
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
-    CHECK(fl_watch_fork() == 0, "pthread_atfork");
     /* At most 2 CPUs, as on the 2-core VM: teams of 3 and more are then oversubscribed on any
      * machine, and the threads created from here on inherit it. */
     cpu_set_t all, two, one;
@@ -286,10 +286,7 @@ int main(void)
     fl_crowded_policy = 0;
     run_callers("callers, no limit", 0x85ebca6bu);
 
-    /* 2. teams: as planned (the policies off, as tests/conftest.py does), 2 CPUs. */
-    fl_cpus = 0;
-    fl_cold_teams = 0;
-    fl_crowded_policy = 0;
+    /* 2. teams: one caller, still with no limit and no policy, so teams are as planned. */
     static const int teams[] = {2, 3, 4, 8};
     unsigned int seed = 12345;
     call_t c;
