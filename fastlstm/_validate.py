@@ -22,8 +22,8 @@ def to_numpy(value):
 
 
 def as_float_array(name, value, dtype):
-    """`value` as a C-contiguous array of the model's float dtype, never a view the caller owns
-    for writing (kernels only read it). Other float dtypes are cast; anything else is a TypeError."""
+    """`value` as an aligned, C-contiguous array of the model's float dtype, never a view the caller
+    owns for writing (kernels only read it). Other float dtypes are cast; anything else is a TypeError."""
     value = to_numpy(value)
     if not isinstance(value, np.ndarray):
         try:
@@ -34,7 +34,9 @@ def as_float_array(name, value, dtype):
     if value.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point numbers (it is cast to the model's "
                         f"dtype {np.dtype(dtype).name}); got dtype {value.dtype}")
-    return np.asarray(value, dtype=dtype, order="C")  # (ascontiguousarray would make 0-D 1-D)
+    value = np.asarray(value, dtype=dtype, order="C")  # (ascontiguousarray would make 0-D 1-D)
+    # A view of a byte buffer at an odd offset: C may not load a double from it (UBSan says so)
+    return value if value.flags.aligned else value.copy()
 
 
 def check_size(name, value):

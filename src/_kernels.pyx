@@ -1255,14 +1255,14 @@ cdef enum:
 
 cdef inline int get_buffer(object obj, Py_buffer *view, int flags, const char *fmt,
                            int ndim) noexcept:
-    """1 when obj exposes a C-contiguous buffer of ndim dimensions and format fmt (then held in
-    view), else 0 (nothing held)."""
+    """1 when obj exposes an aligned, C-contiguous buffer of ndim dimensions and format fmt (then
+    held in view), else 0 (nothing held)."""
     try:
         PyObject_GetBuffer(obj, view, flags | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
     except Exception:
         return 0
     if view.ndim != ndim or view.format == NULL or view.format[0] != fmt[0] or \
-            view.format[1] != 0:
+            view.format[1] != 0 or <size_t>view.buf % <size_t>view.itemsize != 0:
         PyBuffer_Release(view)
         return 0
     return 1
