@@ -121,7 +121,7 @@ extensions = [
         "fastlstm._kernels",
         ["src/_kernels.pyx"] + c_sources,
         include_dirs=["src"],
-        depends=glob.glob("src/*.h"),
+        depends=glob.glob("src/*.h") + glob.glob("src/*.pxi"),
     )
 ]
 

@@ -4,7 +4,7 @@
  * handler in front of the one installed (Python's), which notes the signal and then calls it, so
  * Python sees the signal as it always does. The kernels' thread 0 (the caller) polls the note at
  * points of its work; when it is set, it takes the GIL and lets Python run its handler
- * (_kernels.pyx, poll_stop). If that raises (KeyboardInterrupt), the team stops at its next
+ * (src/interrupt.pxi, stopping). If that raises (KeyboardInterrupt), the team stops at its next
  * agreement and the call raises; if the handler returns, the work goes on.
  *
  * A team agrees to stop at a barrier: thread 0 writes its answer before it arrives and every
