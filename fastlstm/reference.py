@@ -1,4 +1,6 @@
-"""Plain NumPy reference LSTM: forward pass and hand-written BPTT.
+"""Plain NumPy reference LSTM: forward pass and hand-written BPTT, and the definition of the
+int8 inference scheme (`quantize_rows`, `quantize_lstm`, `int8_gates`, `forward_int8`,
+`forward_int8_layers`; see the comment block above `quantize_rows` for its exact arithmetic).
 
 This module is the oracle of the test suite and the NumPy baseline of the
 benchmarks.  It depends on NumPy only and imports nothing else from
@@ -37,7 +39,8 @@ before NumPy is imported.
 
 import numpy as np
 
-__all__ = ["forward", "forward_train", "backward"]
+__all__ = ["forward", "forward_train", "backward", "quantize_rows", "quantize_lstm",
+           "int8_gates", "forward_int8", "forward_int8_layers", "INT8_MAX_K"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -424,3 +427,374 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
         grads["bias_ih"] = db
         grads["bias_hh"] = db.copy()
     return grads
+
+
+# ----------------------------------------------------------------------------
+# int8 inference (issue 19): the scheme's definition
+# ----------------------------------------------------------------------------
+# This section *defines* fastlstm's int8 LSTM: the compiled int8 kernels must reproduce, bitwise,
+# everything listed under "Bitwise contract" below.  Everything is float32 (IEEE binary32, round
+# to nearest even, every operation rounded on its own: no FMA contraction, no flush-to-zero /
+# denormals-are-zero, no reassociation) except the integer sums, which are exact.
+#
+# Notation: a row is the last axis of an array; fl(.) rounds one operation to float32.
+#
+# 1. quantize_rows(a), per row a[0..K-1]  ->  q[0..K-1] int8, scale float32:
+#        m = max_k |a_k|     (NaN when any a_k is NaN: a C max must propagate it, fmaxf does not)
+#        if m is NaN or +inf:                 scale = NaN, q = 0     (a row with NaN or +-inf)
+#        else:
+#            inv = fl(127 / m)
+#            if inv is +inf:                  scale = 0,   q = 0     (m = 0, or m < 127/FLT_MAX
+#                                                                     ~ 3.7e-37: a zero row)
+#            else:  scale = fl(m / 127),  q_k = rint(fl(a_k * inv))  (rint: half to even)
+#    |q_k| <= 127 always (never -128): |fl(a_k * inv)| <= fl(m * inv) <= 127 * (1 + 2^-24)^2
+#    < 127.5, and the max element maps to +-127 exactly.  A row of K = 0 elements is a zero row.
+#
+# 2. Weights, once: (Q_ih, S_ih) = quantize_rows(W_ih) (4H, I); (Q_hh, S_hh) = quantize_rows(W_hh)
+#    (4H, H_out); with a projection (Q_hr, S_hr) = quantize_rows(W_hr) (P, H).  One scale per
+#    output row (per gate row).  bias = fl(b_ih + b_hh), a missing bias being a vector of +0.0
+#    (so a model without biases adds +0.0: the bias add below is never skipped).  A float64 model's
+#    parameters (and x, h0, c0) are first rounded to float32; its outputs are the float32 results
+#    widened to float64.
+#
+# 3. Integer sums: acc = sum_k qa_k * qw_k, exact in int32.  |acc| <= 127^2 * K, which fits int32
+#    for K <= INT8_MAX_K = (2^31 - 1) // 127^2 = 133,144; a larger K (input_size, or H_out, or
+#    hidden_size before a projection) is refused with ValueError (not split).
+#
+# 4. Dequantization of one sum:  deq(acc, s_a, s_w) = fl( fl(float32(acc)) * fl(s_a * s_w) )
+#    i.e. the int32 is converted to float32 (round to nearest even: exact up to 2^24), the scale
+#    product is formed first, in float32, activation scale on the left (the product of two float32
+#    is commutative anyway), and then multiplied once.
+#
+# 5. One layer, one direction.  Input part, hoisted over all T*B rows r = (t, b) of x:
+#        (qx, sx) = quantize_rows(x[t, b, :])
+#        gx[r, j] = fl( deq(sum_k qx_k Q_ih[j, k], sx, S_ih[j]) + bias[j] )        j < 4H
+#    Step t = 0..T-1, batch row b:
+#        (qh, sh) = quantize_rows(h_{t-1}[b, :])            (h_{-1} = h0)
+#        a[j]  = fl( gx[(t, b), j] + deq(sum_k qh_k Q_hh[j, k], sh, S_hh[j]) )
+#        i, f, g, o = sigmoid(a[:H]), sigmoid(a[H:2H]), tanh(a[2H:3H]), sigmoid(a[3H:])
+#        c_t = fl( fl(f * c_{t-1}) + fl(i * g) )
+#        r = fl(o * tanh(c_t))
+#        h_t = r                                                        (no projection)
+#        h_t[p] = deq(sum_k qr_k Q_hr[p, k], sr, S_hr[p]),  (qr, sr) = quantize_rows(r)   (P > 0)
+#    Here sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5 (float32 ops), as in `forward`.
+#    The cell state c, the gates and h are float32 throughout; nothing but the matrix products
+#    is quantized.  Layers stack as in PyTorch (each layer quantizes the float32 output of the
+#    previous one as its x); the reverse direction runs on x reversed in time.
+#
+# Bitwise contract (what the C kernels must reproduce exactly, given the same float32 inputs to
+# the step): 1 (q and scale of every row), 3 (every acc), gx, the pre-activation `a` of a step
+# given x_t and h_{t-1} (`int8_gates`), and a projected h_t given r.  sigmoid and tanh are the
+# kernels' own (their accuracy is tested against NumPy's, not bitwise), so h and c of a whole
+# sequence match to the float kernels' tolerance, not bitwise.
+#
+# Non-finite values: a NaN or +-inf in a row of x (or of h, or of a weight row) makes that row's
+# scale NaN, so every sum it enters dequantizes to NaN (acc * NaN): that (t, b)'s gates, h and c
+# are NaN and stay NaN, as in the float model (which gives NaN there too, except that an inf
+# whose products all have one sign gives +-inf there; int8 gives NaN).  Nothing raises or warns.
+#
+# Every row's result depends only on its own inputs (quantization is per row, integer sums are
+# exact), so results are bitwise the same whatever the batch, the thread count or how a sequence
+# is split into calls.
+#
+# This NumPy definition computes the exact integer sums as float64 matrix products of the int8
+# values: each product is an integer of magnitude <= 127^2 < 2^14 and every partial sum an
+# integer of magnitude <= 127^2 * K < 2^31 < 2^53, so every float64 operation is exact in any
+# summation order (BLAS blocking and FMA included), and the result converts exactly to int32.
+
+INT8_MAX_K = (2**31 - 1) // (127 * 127)  # 133,144: 127^2 * K must fit in int32
+_F32 = np.float32
+_Q127 = np.float32(127.0)
+
+
+def quantize_rows(a):
+    """Symmetric int8 quantization, one scale per row (the last axis).
+
+    Parameters
+    ----------
+    a : array_like of float32 or float64, shape (..., K)
+        float64 values are rounded to float32 first.
+
+    Returns
+    -------
+    q : ndarray of int8, shape (..., K)
+        ``rint(a * fl(127 / max|row|))`` (round half to even), in [-127, 127].
+    scale : ndarray of float32, shape (...)
+        ``fl(max|row| / 127)``; 0 for a zero row (and for a row whose max is below
+        ``127 / FLT_MAX``, where ``127 / max`` overflows); NaN for a row with a NaN or +-inf
+        (its q are then 0).  So ``q * scale`` approximates ``a``.
+
+    See the comment block above for the exact definition (what the C kernels reproduce).
+    """
+    a = np.asarray(a)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"quantize_rows needs float32 or float64 values, got {a.dtype}")
+    if a.ndim < 1:
+        raise ValueError("quantize_rows needs at least one axis (the row)")
+    a = a.astype(_F32, copy=False)
+    if a.shape[-1] == 0:
+        return np.zeros(a.shape, np.int8), np.zeros(a.shape[:-1], _F32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        m = np.max(np.abs(a), axis=-1)  # NaN propagates
+        inv = _Q127 / m  # +inf for m == 0 or m < 127 / FLT_MAX
+        scale = m / _Q127
+        q = np.rint(a * inv[..., None])
+    finite = np.isfinite(m)
+    usable = finite & np.isfinite(inv)
+    scale = np.where(usable, scale, np.where(finite, _F32(0), _F32(np.nan))).astype(_F32)
+    q = np.where(usable[..., None], q, _F32(0)).astype(np.int8)
+    return q, scale
+
+
+def _int_weights_t(q):
+    """(K, N) float64 copy of an int8 weight's transpose, the right operand of `_int_sums`."""
+    return np.ascontiguousarray(q.T, dtype=np.float64)
+
+
+def _int_sums(qa, qw_t):
+    """Exact int32 ``qa @ qw.T`` (qa int8 (..., K), qw_t from `_int_weights_t`).
+
+    Done as a float64 matrix product: exact, see the comment block above."""
+    K = qa.shape[-1]
+    if K > INT8_MAX_K:
+        raise ValueError(f"int8 sums over K = {K} products can overflow int32 (127^2 * K >= "
+                         f"2^31); the int8 scheme supports K <= {INT8_MAX_K}")
+    return np.matmul(qa.astype(np.float64), qw_t).astype(np.int32)
+
+
+def _dequantize(acc, s_a, s_w):
+    """fl(float32(acc) * fl(s_a * s_w)), s_a one scale per row of acc, s_w one per column."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return acc.astype(_F32) * (s_a[..., None] * s_w)
+
+
+def _as_pair(name, pair, rows, cols):
+    """Check a (q int8, scale float32) pair of a quantized weight."""
+    try:
+        q, s = pair
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (q, scale) pair from quantize_rows") from None
+    q, s = np.asarray(q), np.asarray(s)
+    if q.dtype != np.int8 or s.dtype != _F32:
+        raise TypeError(f"{name} must be (int8, float32) from quantize_rows, got "
+                        f"({q.dtype}, {s.dtype})")
+    if q.ndim != 2 or (rows is not None and q.shape[0] != rows) or (
+            cols is not None and q.shape[1] != cols) or s.shape != q.shape[:1]:
+        raise ValueError(f"{name} has shapes {q.shape}, {s.shape}; expected "
+                         f"({rows if rows is not None else 'N'}, "
+                         f"{cols if cols is not None else 'K'}) and its row count")
+    if np.any(np.abs(q.astype(np.int16)) > 127):
+        raise ValueError(f"{name} holds -128, which quantize_rows never produces")
+    if q.shape[1] > INT8_MAX_K:
+        raise ValueError(f"{name} sums over K = {q.shape[1]} products, more than "
+                         f"INT8_MAX_K = {INT8_MAX_K} (127^2 * K must fit in int32)")
+    return q, s
+
+
+def quantize_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+    """Quantize one layer and direction's parameters for `forward_int8`.
+
+    Parameters are PyTorch's (as for :func:`forward`); float64 values are rounded to float32
+    first.  Returns a dict with the keyword arguments of `forward_int8`: ``weight_ih``,
+    ``weight_hh`` and ``weight_hr`` (None without a projection) as ``(q, scale)`` pairs of
+    `quantize_rows`, and ``bias`` = fl(b_ih + b_hh) (float32, (4H,); zeros when both are None).
+    Raises ValueError for a sum length over ``INT8_MAX_K``.
+    """
+    w_ih = np.asarray(weight_ih)
+    w_hh = np.asarray(weight_hh)
+    if w_ih.ndim != 2 or w_hh.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] != w_hh.shape[0]:
+        raise ValueError(f"weight_ih (4H, I) and weight_hh (4H, H_out) expected, got "
+                         f"{w_ih.shape} and {w_hh.shape}")
+    H = w_ih.shape[0] // 4
+    biases = []
+    for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if b is None:
+            b = np.zeros(4 * H, _F32)  # +0.0
+        b = np.asarray(b)
+        if b.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got {b.dtype}")
+        _check_shape(name, b, (4 * H,))
+        biases.append(b.astype(_F32))
+    bias = biases[0] + biases[1]  # fl(b_ih + b_hh)
+    out = dict(weight_ih=quantize_rows(w_ih), weight_hh=quantize_rows(w_hh), bias=bias,
+               weight_hr=None if weight_hr is None else quantize_rows(weight_hr))
+    if out["weight_hr"] is not None:
+        _as_pair("weight_hr", out["weight_hr"], w_hh.shape[1], H)
+    _as_pair("weight_ih", out["weight_ih"], 4 * H, None)
+    _as_pair("weight_hh", out["weight_hh"], 4 * H, H if weight_hr is None else None)
+    return out
+
+
+def _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0, weight_hr):
+    x = np.asarray(x)
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (T, B, I), got {x.shape}")
+    T, B, I = x.shape
+    w_ih = _as_pair("weight_ih", weight_ih, None, I)
+    H4 = w_ih[0].shape[0]
+    if H4 % 4:
+        raise ValueError(f"weight_ih must have 4H rows, got {H4}")
+    H = H4 // 4
+    if weight_hr is None:
+        P = H
+        w_hr = None
+    else:
+        w_hr = _as_pair("weight_hr", weight_hr, None, H)
+        P = w_hr[0].shape[0]
+    w_hh = _as_pair("weight_hh", weight_hh, 4 * H, P)
+    if bias is None:
+        bias = np.zeros(4 * H, _F32)
+    bias = np.asarray(bias)
+    if bias.dtype != _F32:
+        raise TypeError(f"bias must be float32 (fl(b_ih + b_hh) from quantize_lstm), got "
+                        f"{bias.dtype}")
+    _check_shape("bias", bias, (4 * H,))
+    states = []
+    for name, s, width in (("h0", h0, P), ("c0", c0, H)):
+        if s is None:
+            s = np.zeros((B, width), _F32)
+        else:
+            s = np.asarray(s)
+            if s.dtype not in _FLOAT_DTYPES:
+                raise TypeError(f"{name} must be float32 or float64, got {s.dtype}")
+            _check_shape(name, s, (B, width))
+            s = s.astype(_F32)  # a copy: never written through
+        states.append(s)
+    return x, w_ih, w_hh, bias, states[0], states[1], w_hr
+
+
+def _input_gates(x, w_ih, bias, w_ih_t=None):
+    """gx = fl(deq(sum qx Q_ih) + bias) for every row of x (..., I): shape (..., 4H)."""
+    q, s = w_ih
+    qx, sx = quantize_rows(x)
+    if w_ih_t is None:
+        w_ih_t = _int_weights_t(q)
+    gx = _dequantize(_int_sums(qx, w_ih_t), sx, s)
+    gx += bias
+    return gx
+
+
+def _rec_gates(h, w_hh, w_hh_t=None):
+    """deq(sum qh Q_hh) for every row of h (B, H_out): shape (B, 4H)."""
+    q, s = w_hh
+    qh, sh = quantize_rows(h)
+    if w_hh_t is None:
+        w_hh_t = _int_weights_t(q)
+    return _dequantize(_int_sums(qh, w_hh_t), sh, s)
+
+
+def int8_gates(x_t, h_prev, weight_ih, weight_hh, bias=None, weight_hr=None):
+    """The pre-activation gates ``a`` (B, 4H), float32, of one int8 step: x_t (B, I) and
+    h_prev (B, H_out) float (float64 rounded to float32), the parameters as `quantize_lstm`
+    returns them (``weight_hr`` only fixes H_out; it takes no part in the gates).
+
+    Bitwise what `forward_int8` computes at a step whose input row is x_t and previous hidden
+    state h_prev (the hoisting does not change a bit): the per-step contract of the kernels."""
+    x_t = np.asarray(x_t)
+    if x_t.ndim != 2:
+        raise ValueError(f"x_t must have shape (B, I), got {x_t.shape}")
+    x, w_ih, w_hh, bias, h, _, _ = _prepare_int8(x_t[None], weight_ih, weight_hh, bias,
+                                                 h_prev, None, weight_hr)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = _input_gates(x[0], w_ih, bias)
+        a += _rec_gates(h, w_hh)
+    return a
+
+
+def _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr):
+    """The int8 time loop (all float32): returns hs (T+1, B, H_out) with hs[0] = h0, and c_n."""
+    T, B, _ = x.shape
+    H = w_ih[0].shape[0] // 4
+    P = w_hh[0].shape[1]
+    gates = _input_gates(x, w_ih, bias)  # (T, B, 4H): hoisted input part, bias included
+    w_hh_t = _int_weights_t(w_hh[0])
+    w_hr_t = None if w_hr is None else _int_weights_t(w_hr[0])
+    hs = np.empty((T + 1, B, P), _F32)
+    hs[0] = h0
+    c = c0.copy()
+    ig = np.empty((B, H), _F32)
+    tc = np.empty((B, H), _F32)
+    r = np.empty((B, H), _F32)
+    for t in range(T):
+        gt = gates[t]
+        gt += _rec_gates(hs[t], w_hh, w_hh_t)  # a = fl(gx + rec)
+        i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
+        _sigmoid_(gt[:, :2 * H])
+        np.tanh(g, out=g)
+        _sigmoid_(o)
+        np.multiply(f, c, out=c)
+        np.multiply(i, g, out=ig)
+        c += ig
+        np.tanh(c, out=tc)
+        if w_hr is None:
+            np.multiply(o, tc, out=hs[t + 1])
+        else:
+            np.multiply(o, tc, out=r)
+            qr, sr = quantize_rows(r)
+            hs[t + 1] = _dequantize(_int_sums(qr, w_hr_t), sr, w_hr[1])
+    return hs, c
+
+
+def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr=None):
+    """Run one layer, one direction of the int8 LSTM (the scheme defined above).
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, B, I), float32 or float64
+        Input, time-major.  Computed in float32 (float64 is rounded first); the outputs have
+        x's dtype.
+    weight_ih, weight_hh : (q, scale) pairs
+        `quantize_rows` of W_ih (4H, I) and W_hh (4H, H_out) (see `quantize_lstm`).
+    bias : float32 ndarray (4H,), optional
+        fl(b_ih + b_hh) as `quantize_lstm` returns it; None: +0.0 (still added).
+    h0, c0 : ndarray, shapes (B, H_out) and (B, H), optional
+        Initial states (rounded to float32); None: zeros.
+    weight_hr : (q, scale) pair, optional
+        `quantize_rows` of W_hr (P, H): then h_t is the int8 projection of o * tanh(c_t).
+
+    Returns
+    -------
+    output (T, B, H_out), h_n (B, H_out), c_n (B, H), in x's dtype.
+
+    Typical use: ``forward_int8(x, **quantize_lstm(W_ih, W_hh, b_ih, b_hh), h0=h0, c0=c0)``.
+    """
+    dtype = np.asarray(x).dtype
+    x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0,
+                                                      weight_hr)
+    with np.errstate(invalid="ignore", over="ignore"):
+        hs, c_n = _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr)
+    return (hs[1:].astype(dtype), hs[-1].astype(dtype), c_n.astype(dtype))
+
+
+def forward_int8_layers(x, layers, h0=None, c0=None):
+    """A stack of int8 layers and directions, composed as PyTorch composes them.
+
+    ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,
+    1 reverse: it runs on x reversed in time, and its output is reversed back).  Layer l > 0
+    takes the float32 concatenation [forward | reverse] of layer l-1's outputs as its x.
+    ``h0``/``c0``: (L*D, B, H_out) / (L*D, B, H), row l*D + d, or None (zeros).
+    Returns output (T, B, D*H_out), h_n, c_n, in x's dtype.
+    """
+    x = np.asarray(x)
+    dtype = x.dtype
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32 or float64, got {dtype}")
+    D = len(layers[0])
+    h_n, c_n = [], []
+    inp = x.astype(_F32)
+    for l, directions in enumerate(layers):
+        if len(directions) != D:
+            raise ValueError("every layer needs the same number of directions")
+        outs = []
+        for d, p in enumerate(directions):
+            s = l * D + d
+            xd = inp if d == 0 else inp[::-1]
+            y, h, c = forward_int8(xd, **p, h0=None if h0 is None else h0[s],
+                                   c0=None if c0 is None else c0[s])
+            outs.append(y if d == 0 else y[::-1])
+            h_n.append(h)
+            c_n.append(c)
+        inp = np.concatenate(outs, axis=-1)
+    return inp.astype(dtype), np.stack(h_n).astype(dtype), np.stack(c_n).astype(dtype)
