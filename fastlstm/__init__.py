@@ -39,7 +39,8 @@ def openmp_info():
     Returns a dict: ``enabled`` (built with OpenMP), ``max_threads`` (what num_threads=None means:
     omp_get_max_threads(), governed by OMP_NUM_THREADS and threadpoolctl), ``last_num_threads``
     (the team the last call from this Python thread really ran, None before any), ``isa`` (the
-    kernel variant in use) and ``isas`` (the variants this CPU supports, best first).
+    kernel variant in use), ``isas`` (the variants this CPU supports, best first) and
+    ``isa_int8`` (the int8 kernel variant in use: 'avx512vnni', 'avx2' or 'generic').
     """
     return {
         "enabled": _kernels.openmp_enabled(),
@@ -47,4 +48,5 @@ def openmp_info():
         "last_num_threads": last_num_threads(),
         "isa": _kernels.isa(),
         "isas": [name for name in ("avx512", "avx2", "generic") if _kernels.isa_supported(name)],
+        "isa_int8": _kernels.isa_int8(),
     }

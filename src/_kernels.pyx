@@ -39,7 +39,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cython.parallel cimport parallel
-from libc.stdint cimport int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -63,3 +63,4 @@ include "backward.pxi"
 include "entry_points.pxi"
 include "small_calls.pxi"
 include "machine_facts.pxi"
+include "int8_kernels.pxi"

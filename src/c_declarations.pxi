@@ -25,14 +25,27 @@ cdef extern from "fl_kernels.h" nogil:
         double (*probe_fma)(fl_idx) noexcept nogil
         double (*probe_read)(const double *, fl_idx, fl_idx) noexcept nogil
         int weight_group
+    ctypedef struct fl_ops_i8:
+        void (*gemm)(fl_idx, fl_idx, fl_idx, const int8_t *, fl_idx, const int8_t *,
+                     const int32_t *, int32_t *, fl_idx) noexcept nogil
+        float (*quantize_row)(fl_idx, const float *, int8_t *) noexcept nogil
+        void (*dequant_add)(fl_idx, const int32_t *, float, const float *, const float *,
+                            float *) noexcept nogil
     ctypedef struct fl_isa_ops:
         const char *name
         fl_ops_f32 f32
         fl_ops_f64 f64
+        fl_ops_i8 i8
+        const char *i8_name
     const fl_isa_ops *fl_current()
     int fl_select(const char *name)
     int fl_supported(const char *name)
     const char *fl_best()
+    void fl_i8_pack(fl_idx N, fl_idx K, const int8_t *w, int8_t *b, int32_t *bsum)
+    const fl_ops_i8 *fl_i8_variant(const char *name)
+    int FL_I8_NR
+    int FL_I8_KG
+    int FL_I8_MAX_K
     int FL_KC
     void fl_prefetch(const void *p)
     int FL_PROBE_CHAINS

@@ -12,6 +12,7 @@
     extern const fl_ops_f64 ops_##isa##_f64;
 
 FL_EXTERN_OPS(generic)
+extern const fl_ops_i8 ops_generic_i8;
 static const fl_isa_ops *fl_variants[3];
 static int fl_nvariants = 0;
 
@@ -19,6 +20,8 @@ static int fl_nvariants = 0;
 #define FL_X86 1
 FL_EXTERN_OPS(avx2)
 FL_EXTERN_OPS(avx512)
+extern const fl_ops_i8 ops_avx2_i8;
+extern const fl_ops_i8 ops_avx512vnni_i8;
 static fl_isa_ops fl_avx512, fl_avx2;
 #endif
 static fl_isa_ops fl_generic;
@@ -39,6 +42,9 @@ static int fl_cpu_has(const char *name)
     if (strcmp(name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
                __builtin_cpu_supports("fma");
+    if (strcmp(name, "avx512vnni") == 0) /* the int8 kernels only */
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2");
 #endif
     return 0;
 }
@@ -50,13 +56,21 @@ static void fl_init_table(void)
     fl_generic.name = "generic";
     fl_generic.f32 = ops_generic_f32;
     fl_generic.f64 = ops_generic_f64;
+    fl_generic.i8 = ops_generic_i8;
+    fl_generic.i8_name = "generic";
 #ifdef FL_X86
     fl_avx512.name = "avx512";
     fl_avx512.f32 = ops_avx512_f32;
     fl_avx512.f64 = ops_avx512_f64;
+    /* AVX-512 without VNNI (Skylake-X) still has AVX2's int8 kernels */
+    const int vnni = fl_cpu_has("avx512vnni");
+    fl_avx512.i8 = vnni ? ops_avx512vnni_i8 : ops_avx2_i8;
+    fl_avx512.i8_name = vnni ? "avx512vnni" : "avx2";
     fl_avx2.name = "avx2";
     fl_avx2.f32 = ops_avx2_f32;
     fl_avx2.f64 = ops_avx2_f64;
+    fl_avx2.i8 = ops_avx2_i8;
+    fl_avx2.i8_name = "avx2";
     fl_variants[fl_nvariants++] = &fl_avx512; /* best first */
     fl_variants[fl_nvariants++] = &fl_avx2;
 #endif
@@ -110,4 +124,19 @@ const fl_isa_ops *fl_current(void)
         v = fl_active;
     }
     return v;
+}
+
+const fl_ops_i8 *fl_i8_variant(const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    if (strcmp(name, "generic") == 0)
+        return &ops_generic_i8;
+#ifdef FL_X86
+    if (strcmp(name, "avx2") == 0 && fl_cpu_has("avx2"))
+        return &ops_avx2_i8;
+    if (strcmp(name, "avx512vnni") == 0 && fl_cpu_has("avx512vnni"))
+        return &ops_avx512vnni_i8;
+#endif
+    return NULL;
 }

@@ -17,6 +17,7 @@
 #define FL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef ptrdiff_t fl_idx;
 
@@ -55,11 +56,58 @@ typedef ptrdiff_t fl_idx;
 FL_DECLARE_OPS(float, f32)
 FL_DECLARE_OPS(double, f64)
 
-/* All kernels of one instruction set. */
+
+/* ---------------------------------------------------------------------------------------------
+ * int8 inference kernels (issue 19; the scheme is fastlstm/reference.py's, see the comment block
+ * above quantize_rows there). Instantiated by fl_kern_<isa>_i8.c from fl_i8_impl.h.
+ *
+ * Packed int8 weights: W (N, K) (row n = output column n) as P = ceil(N/16) panels of 16 columns;
+ * panel p holds all KG = round_up(K, 4)/4 groups of 4 values of k, one after another, each group
+ * 64 bytes: element (k, n) at b[(p*KG + k/4)*64 + (n%16)*4 + k%4]. Zero past N and past K. */
+#define FL_I8_NR 16 /* int8 GEMM: output columns per packed panel (one zmm of int32) */
+#define FL_I8_KG 4  /* k values per group: the 4 bytes one int32 lane of vpdpbusd sums */
+/* Largest K whose sums fit in int32: 127^2 * K < 2^31 (fastlstm.reference.INT8_MAX_K). */
+#define FL_I8_MAX_K 133144
+typedef struct {
+    /* c[m*ldc + n] = sum_{k<K} a[m*lda + k] * b(k, n), exact in int32, for m < M and n < P*FL_I8_NR.
+     * a: int8 rows with values in [-127, 127] and zeros from K up to round_up(K, FL_I8_KG) (lda >= that;
+     *    since b is zero there, any padding value gives the same result).
+     * b: packed by fl_i8_pack below: panel p, k-group g at b + (p*KG + g)*64 bytes (KG = round_up(K,4)/4),
+     *    byte (n % 16)*4 + (k % 4) within the 64.
+     * bsum: per column n, 128 * sum_k b(k, n) (int32), written by fl_i8_pack; the VNNI variant
+     *    computes sum (a+128)*b with vpdpbusd and subtracts it; others ignore it (may be NULL there).
+     * Exact while 127^2 * K < 2^31 (K <= FL_I8_MAX_K; callers refuse larger K). Any M, P >= 0. */
+    void (*gemm)(fl_idx M, fl_idx P, fl_idx K, const int8_t *a, fl_idx lda, const int8_t *b,
+                 const int32_t *bsum, int32_t *c, fl_idx ldc);
+    /* One row of K floats -> q[0..round_up(K,4)) int8 (zeros past K) and its scale, exactly as
+     * fastlstm.reference.quantize_rows (max|x| with NaN propagating, inv = 127/m, scale = m/127,
+     * rint half-even of x*inv, scale 0 / q 0 for a zero or tiny row, scale NaN / q 0 for a row
+     * with NaN or inf). Bitwise only with subnormals kept (no FTZ/DAZ in MXCSR) and the default
+     * rounding mode, as the reference runs. */
+    float (*quantize_row)(fl_idx K, const float *x, int8_t *q);
+    /* out[n] = add[n] + (float)acc[n] * (s_a * s_w[n]) for n < N: the scale product first, then one
+     * multiply, then one add (three roundings, no FMA) -- the reference's dequantize-and-add order.
+     * add may be NULL: out[n] = (float)acc[n] * (s_a * s_w[n]). out may be add (in place). */
+    void (*dequant_add)(fl_idx N, const int32_t *acc, float s_a, const float *s_w, const float *add,
+                        float *out);
+} fl_ops_i8;
+
+/* Packs W (N rows of K int8, row-major: rows are the output columns) into b
+ * (P*round_up(K,4)*16 bytes, P = ceil(N/16)) and writes bsum (P*16 int32), zero past N and K. */
+void fl_i8_pack(fl_idx N, fl_idx K, const int8_t *w, int8_t *b, int32_t *bsum);
+/* The int8 kernels by variant name ("avx512vnni", "avx2", "generic"), or NULL for an unknown
+ * name or one this CPU (or build) cannot run: for tests, which run every variant. */
+const fl_ops_i8 *fl_i8_variant(const char *name);
+
+/* All kernels of one instruction set. The int8 kernels are those of the best int8 variant the
+ * float variant's CPU runs: "avx512" has "avx512vnni" where the CPU has AVX-512 VNNI and BW, else
+ * "avx2" (as the "avx2" variant); "generic" has "generic". */
 typedef struct {
     const char *name;
     fl_ops_f32 f32;
     fl_ops_f64 f64;
+    fl_ops_i8 i8;
+    const char *i8_name;
 } fl_isa_ops;
 
 /* GEMM sums run in blocks of FL_KC values of k (see fl_kernels_impl.h); callers that split K

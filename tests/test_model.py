@@ -499,6 +499,7 @@ def test_attributes():
 def test_module_surface():
     assert {"LSTM", "openmp_enabled", "openmp_info"} <= set(fastlstm.__all__)
     info = fastlstm.openmp_info()
-    assert set(info) == {"enabled", "max_threads", "last_num_threads", "isa", "isas"}
+    assert set(info) == {"enabled", "max_threads", "last_num_threads", "isa", "isas", "isa_int8"}
     assert info["isa"] in info["isas"] and "generic" in info["isas"]
+    assert info["isa_int8"] in ("avx512vnni", "avx2", "generic")
     assert isinstance(fastlstm.__version__, str)
