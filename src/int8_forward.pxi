@@ -121,7 +121,7 @@ cdef void i8_forward_thread(
     cdef float *ycell
     cdef int k = 0
     cdef bint stopped = False
-    cdef unsigned int fpmode = fl_flush_denormals()
+    # (subnormals are kept: quantize_row matches the reference bitwise only then)
     while t0 < T:
         tn = T - t0 if T - t0 < chunk else chunk
         i8_input_projection(ops, tn, B, I, G4, x + t0 * xs_t, xs_t, xs_b, w_ih, bsum_ih, s_ih,
@@ -163,7 +163,6 @@ cdef void i8_forward_thread(
             break
         fl_barrier(bar, n)  # the next chunk overwrites gates
         t0 = t0 + tn
-    fl_restore_fpmode(fpmode)
 
 
 cdef inline void i8_scratch_sizes(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
@@ -248,8 +247,8 @@ def forward_int8(const float[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     cdef int ran
     if chunk < 1:
         raise ValueError("internal: chunk must be >= 1")
-    if max(I, Kr, H) > INT8_MAX_K:
-        raise ValueError(f"internal: int8 sums over more than {INT8_MAX_K} values can overflow")
+    if max(I, Kr, H) > FL_I8_MAX_K:
+        raise ValueError(f"internal: int8 sums over more than {FL_I8_MAX_K} values can overflow")
     if P > 0 and (w_hr is None or bsum_hr is None or s_hr is None or h_full is None):
         raise ValueError("internal: a projection needs w_hr, bsum_hr, s_hr and h_full")
     need("x", x, (T - 1) * xs_t + (B - 1) * xs_b + I if T and B else 0)
@@ -293,7 +292,6 @@ def forward_int8(const float[::1] x, Py_ssize_t xs_t, Py_ssize_t xs_b,
     return ran
 
 
-INT8_MAX_K = (2**31 - 1) // (127 * 127)  # as fastlstm.reference: 127^2 * K must fit in int32
 
 
 cdef inline const int8_t *i8ptr(const int8_t[::1] a) noexcept:
