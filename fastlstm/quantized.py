@@ -276,6 +276,7 @@ class QuantizedLSTM:
         """Refused: quantized weights are not set. Raises TypeError."""
         raise _refuse(self, "load_state_dict")
 
+    @property
     def nbytes(self):
         """Bytes of the weights, scales and biases (what the model keeps in memory)."""
         return sum(value.nbytes for value in self._params.values())
@@ -440,9 +441,10 @@ class QuantizedLSTMCell:
 
     state_dict = parameters
 
+    @property
     def nbytes(self):
         """Bytes of the weights, scales and bias."""
-        return self._lstm.nbytes()
+        return self._lstm.nbytes
 
     def set_parameters(self, **arrays):
         """Refused: quantized weights are not set. Raises TypeError."""

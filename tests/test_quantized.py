@@ -220,6 +220,7 @@ def test_quantized_cell_is_one_step_of_the_quantized_lstm():
         assert list(qp) == ["weight_ih", "weight_ih_scale", "weight_hh", "weight_hh_scale"] + \
             (["bias"] if bias else [])
         _equal(qp["weight_ih"], params["weight_ih"][0])
+        assert qc.nbytes == sum(v.nbytes for v in qp.values())
 
 
 # -- files and copies -------------------------------------------------------------------------
@@ -497,7 +498,7 @@ def test_parameters_are_the_int8_weights_scales_and_biases_read_only(dtype):
         assert not any(np.shares_memory(value, f) for f in fp.values())
     params.clear()  # the model keeps its own
     assert len(q.parameters()) == 28
-    assert q.nbytes() == sum(v.nbytes for v in q.parameters().values())
+    assert q.nbytes == sum(v.nbytes for v in q.parameters().values())
     assert "bias_l0" not in LSTM(I, H, bias=False).quantize().parameters()
 
 
@@ -527,12 +528,13 @@ def test_describe_says_int8_and_shows_the_weight_memory(cfg):
     mem = desc.memory
     params = q.parameters()
     int8 = sum(v.nbytes for v in params.values() if v.dtype == np.int8)
-    assert mem["int8"] == int8 and mem["total"] == q.nbytes()
-    assert mem["scales"] + mem["bias"] == q.nbytes() - int8
+    assert mem["int8"] == int8 and mem["total"] == q.nbytes
+    assert mem["scales"] + mem["bias"] == q.nbytes - int8
     assert mem["float32"] == 4 * sum(v.size for v in LSTM(I, H, **cfg).parameters().values())
     assert f"{mem['int8']:,} B int8 weights" in text and f"= {mem['total']:,} B" in text
     for name, value in params.items():  # every parameter, with its shape
         assert desc[name].shape == value.shape
         assert ("int8" if value.dtype == np.int8 else "float32") in desc[name].meaning
     assert desc["output"].shape == q(np.zeros((T, B, I), np.float32))[0].shape
+    assert fastlstm.shapes.describe(q.config(), seq_len=T, batch=B).rows == desc.rows
     assert LSTM(I, H, **cfg).describe().memory is None  # the float model's is as it was
