@@ -21,9 +21,9 @@ per layer and direction with ``Int8Direction(params)``. A replacement keeps this
     C-contiguous; read only. y float32 (T, B, H_out), a writable view the caller owns (half of a
     bidirectional output, a slice of a ragged batch: last axis contiguous, row stride possibly
     wider than H_out, strides non-negative): every element of it is written. Returns fresh
-    float32 C-contiguous (B, H_out), (B, H) final states. T or B may be 0 only through
-    `run_ragged` (the stack skips empty runs). num_threads: 0 means OpenMP's setting, else an
-    upper bound on the team (already validated).
+    float32 C-contiguous (B, H_out), (B, H) final states. T >= 1 and B >= 1: the stack passes
+    the states through itself when there is no step to run. num_threads: 0 means OpenMP's
+    setting, else an upper bound on the team (already validated).
 
 ``run_ragged(x, h0, c0, y, segs, num_threads) -> (h_n, c_n)``
     Segments ``[(t0, t1, n)]`` of a ragged batch sorted longest first (see `_stack`); inherited
