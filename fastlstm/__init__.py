@@ -7,6 +7,7 @@
     ((7, 2, 5), (1, 2, 5), (1, 2, 5))
 
 `fastlstm.reference` holds the plain NumPy implementation every kernel is tested against.
+``lstm.quantize("int8")`` gives an inference model with int8 weights (`QuantizedLSTM`).
 """
 import os as _os
 
@@ -14,9 +15,11 @@ from . import _kernels, reference
 from ._workspace import release_memory
 from .cell import LSTMCell
 from .model import LSTM, last_num_threads
+from .quantized import QuantizedLSTM, QuantizedLSTMCell
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "LSTMCell", "openmp_enabled", "openmp_info", "reference", "release_memory"]
+__all__ = ["LSTM", "LSTMCell", "QuantizedLSTM", "QuantizedLSTMCell", "openmp_enabled", "openmp_info",
+           "reference", "release_memory"]
 
 _forced = _os.environ.get("FASTLSTM_ISA", "").strip().lower()
 if _forced:

@@ -96,6 +96,29 @@ class LSTMCell:
                                     for k, v in sd.items()},
                                    dtype=np.float64 if wide else np.float32)
 
+    def quantize(self, mode="int8"):
+        """An inference copy of this cell with quantized weights: ``q = cell.quantize("int8")``.
+
+        Parameters
+        ----------
+        mode : str, default "int8"
+            The scheme (see `LSTM.quantize`).
+
+        Returns
+        -------
+        QuantizedLSTMCell
+            LSTMCell's call (``h, c = q(x, (h, c))``) in this cell's dtype; it does not train.
+            This cell is not changed.
+
+        Raises
+        ------
+        ValueError
+            An unknown mode (the message lists the modes), or a size over
+            `fastlstm.reference.INT8_MAX_K`.
+        """
+        from .quantized import QuantizedLSTMCell
+        return QuantizedLSTMCell(self, mode)
+
     def __repr__(self):
         return (f"LSTMCell({self.input_size}, {self.hidden_size}"
                 f"{'' if self.bias else ', bias=False'}, dtype={self.dtype.name})")

@@ -19,8 +19,13 @@ from ._packing import PANEL, round_up
 from ._validate import (as_float_array, check_input, check_lengths, check_num_threads, check_parameter,
                         check_size, check_state, check_upstream, to_numpy)
 
-# The format of LSTM.save: bump when it changes, keep LSTM.load reading the old ones.
-_FORMAT_VERSION = 1
+# The newest format of LSTM.save that this fastlstm writes and reads: bump when it changes, keep
+# LSTM.load reading the old ones. 1: a float model (config JSON and PyTorch-named parameters);
+# 2: adds quantized models (config with "mode", the int8 weights, their scales, float32 biases).
+# A file is written in the oldest format that holds it: float models still write 1, which
+# every fastlstm reads.
+_FORMAT_VERSION = 2
+_FLOAT_FORMAT, _QUANTIZED_FORMAT = 1, 2
 
 
 def _check_allocation(values, dtype, what):
@@ -41,6 +46,18 @@ def _physical_memory():
 
 _MAX_BYTES = _physical_memory()
 
+
+
+def _save_npz(path, version, config, arrays):
+    """LSTM.save's file: format version, config JSON and the arrays, written at `path` as given
+    (np.savez would add ``.npz`` to a name without it) or to a binary file object."""
+    arrays = dict(fastlstm_format=np.array(version), fastlstm_config=np.array(json.dumps(config)),
+                  **arrays)
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    else:
+        np.savez(path, **arrays)
 
 
 def _rebuild(cls, config, state_dict, rng):
@@ -312,13 +329,7 @@ class LSTM:
         pickle): ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text), the parameters.
         path: a file name, written as given (np.savez would add ``.npz`` to one without it, and
         `load` of the same name would not find it), or a binary file object."""
-        arrays = dict(fastlstm_format=np.array(_FORMAT_VERSION),
-                      fastlstm_config=np.array(json.dumps(self.config())), **self._params)
-        if isinstance(path, (str, os.PathLike)):
-            with open(path, "wb") as f:
-                np.savez(f, **arrays)
-        else:
-            np.savez(path, **arrays)
+        _save_npz(path, _FLOAT_FORMAT, self.config(), self._params)
 
     def __reduce__(self):
         """pickle and copy.deepcopy (a best checkpoint kept aside): the configuration, the
@@ -328,7 +339,10 @@ class LSTM:
 
     @classmethod
     def load(cls, path):
-        """Read a model written by `save` (``allow_pickle=False``: loading runs no code)."""
+        """Read a model written by `save` (``allow_pickle=False``: loading runs no code).
+
+        A file written by `QuantizedLSTM.save` gives that `QuantizedLSTM` (format 2); float
+        models' files (format 1) give an LSTM, as they always have."""
         with np.load(path, allow_pickle=False) as data:
             if "fastlstm_format" not in data or "fastlstm_config" not in data:
                 raise ValueError(f"{path} is not a file written by fastlstm.LSTM.save (it lacks "
@@ -339,9 +353,38 @@ class LSTM:
                                  f"to {_FORMAT_VERSION}: upgrade fastlstm")
             config = json.loads(str(data["fastlstm_config"]))
             params = {k: data[k] for k in data.files if not k.startswith("fastlstm_")}
+        if config.get("mode") is not None:  # a quantized model
+            from .quantized import QuantizedLSTM
+            return QuantizedLSTM._from_arrays(config, params)
+        config.pop("mode", None)
         model = cls(**config)
         model.load_state_dict(params)
         return model
+
+    def quantize(self, mode="int8"):
+        """An inference copy of this model with quantized weights: ``q = lstm.quantize("int8")``.
+
+        Parameters
+        ----------
+        mode : str, default "int8"
+            The scheme: ``"int8"`` (int8 weights with a float32 scale per row, activations
+            quantized per row at run time, exact int32 sums; see `fastlstm.reference`).
+
+        Returns
+        -------
+        QuantizedLSTM
+            The same call surface (``q(x, hx, lengths=..., num_threads=...)``, ``step``,
+            ``describe``, ``save``/``load``, pickle) with inputs and outputs in this model's
+            dtype; it does not train. This model is not changed.
+
+        Raises
+        ------
+        ValueError
+            An unknown mode (the message lists the modes), or a size over
+            `fastlstm.reference.INT8_MAX_K` (the int32 sums could overflow).
+        """
+        from .quantized import QuantizedLSTM
+        return QuantizedLSTM(self, mode)
 
     def describe(self, seq_len=None, batch=None):
         """Every tensor's shape and meaning (printable table); see `fastlstm.shapes`."""

@@ -34,6 +34,8 @@ _GATE_WORDS = {
 }
 _CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0,
                     "batch_first": False, "bias": True}
+# quantization modes describe knows (fastlstm.quantized.MODES; None: a float model)
+_MODES = ("int8",)
 
 Row = namedtuple("Row", "name shape meaning")
 Row.__doc__ = """One tensor: its name, its shape (ints, or 'seq_len' / 'batch' where those were
@@ -58,19 +60,25 @@ class Description:
     ----------
     config : dict
         input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias,
-        seq_len, batch.
+        seq_len, batch, mode (None for a float model, "int8" for a quantized one).
     sections : list of (title, list of Row)
         The rows grouped as printed: inputs and states, each layer and direction, each step,
         outputs.
     rows : list of Row
         Every row, in order: ``Row(name, shape, meaning)`` namedtuples.
+    memory : dict or None
+        A quantized model's parameter memory in bytes: ``int8`` (weights), ``scales``
+        (float32, one per weight row), ``bias`` (float32), ``total``, and ``float32`` (the
+        float32 model's parameters, for comparison). None for a float model.
 
     ``str(desc)`` (and the REPL's ``repr``) is an aligned table; ``desc[name]`` is one Row.
     """
 
-    def __init__(self, config, sections):
+    def __init__(self, config, sections, memory=None):
         self.config = dict(config)
+        self.config.setdefault("mode", None)
         self.sections = [(title, list(rows)) for title, rows in sections]
+        self.memory = None if memory is None else dict(memory)
 
     @property
     def rows(self):
@@ -95,16 +103,27 @@ class Description:
         w_shape = max(len(_fmt_shape(r.shape)) for r in rows)
         indent = " " * (2 + w_name + 2 + w_shape + 2)
         c = self.config
+        quantized = c.get("mode") is not None
         lines = [
-            f"LSTM(input_size={c['input_size']}, hidden_size={c['hidden_size']}, "
+            f"{'Quantized' if quantized else ''}LSTM(input_size={c['input_size']}, "
+            f"hidden_size={c['hidden_size']}, "
             f"num_layers={c['num_layers']}, bias={c['bias']}, batch_first={c['batch_first']}, "
-            f"bidirectional={c['bidirectional']}, proj_size={c['proj_size']})",
+            f"bidirectional={c['bidirectional']}, proj_size={c['proj_size']}"
+            + (f", mode={c['mode']})" if quantized else ")"),
             f"H = hidden_size = {c['hidden_size']}, H_out = proj_size or hidden_size = "
             f"{c['proj_size'] or c['hidden_size']}, D = num_directions = "
             f"{2 if c['bidirectional'] else 1}"
             + ("" if c["seq_len"] is not None and c["batch"] is not None else
                "; seq_len and batch stand for any size"),
         ]
+        if self.memory is not None:
+            m = self.memory
+            lines += textwrap.wrap(
+                f"parameters in memory: {m['int8']:,} B int8 weights + {m['scales']:,} B float32 "
+                f"scales + {m['bias']:,} B float32 biases = {m['total']:,} B "
+                f"({m['float32'] / m['total']:.1f}x less than the float32 model's "
+                f"{m['float32']:,} B); inputs, states and outputs stay floating point",
+                max(30, width))
         for title, section in self.sections:
             lines += ["", title]
             for name, shape, meaning in section:
@@ -156,10 +175,12 @@ def _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size,
 
 
 def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, proj_size=0,
-                    batch_first=False, bias=True, seq_len=None, batch=None):
+                    batch_first=False, bias=True, seq_len=None, batch=None, mode=None):
     """The shape and meaning of every tensor of an LSTM with this configuration (no weights
     needed). Arguments are ``torch.nn.LSTM``'s; seq_len and batch, when None, stay symbolic
-    ('seq_len', 'batch') in the shapes.
+    ('seq_len', 'batch') in the shapes. mode: None (a float model) or "int8", a quantized
+    model (`fastlstm.QuantizedLSTM`): its int8 parameters, how a step uses them, and their
+    memory (``desc.memory``).
 
     Returns
     -------
@@ -170,7 +191,24 @@ def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, 
                            batch_first, bias)
     config["seq_len"] = _optional_size("seq_len", seq_len)
     config["batch"] = _optional_size("batch", batch)
-    return Description(config, _sections(**config))
+    if mode is not None and (not isinstance(mode, str) or mode not in _MODES):
+        raise ValueError(f"mode must be None (a float model) or one of the quantization modes "
+                         f"{list(_MODES)}, got {mode!r}")
+    config["mode"] = mode
+    return Description(config, _sections(**config), _memory(config) if mode else None)
+
+
+def _memory(config):
+    """Bytes of a quantized model's parameters (and of the float32 model's), from the sizes."""
+    I, H, L, P = (config[k] for k in ("input_size", "hidden_size", "num_layers", "proj_size"))
+    D = 2 if config["bidirectional"] else 1
+    H_out = P or H
+    weights = D * (4 * H * (I + H_out) + (L - 1) * 4 * H * (D * H_out + H_out) + L * P * H)
+    scales = D * L * (8 * H + P)
+    bias = D * L * 4 * H if config["bias"] else 0
+    return {"int8": weights, "scales": 4 * scales, "bias": 4 * bias,
+            "total": weights + 4 * (scales + bias),
+            "float32": 4 * (weights + 2 * bias)}
 
 
 def describe(model, seq_len=None, batch=None):
@@ -178,7 +216,10 @@ def describe(model, seq_len=None, batch=None):
 
     `model` is anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
     ``torch.nn.LSTM``) or a mapping of them; input_size and hidden_size are required, the others
-    default as in PyTorch. Only the configuration is read, never the weights.
+    default as in PyTorch. Only the configuration is read, never the weights. A ``mode`` that
+    names a quantization mode ("int8": a `fastlstm.QuantizedLSTM`, or its ``config()``)
+    describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s is "LSTM") is not
+    read.
     """
     if isinstance(model, Mapping):
         def get(key, default=None):
@@ -193,11 +234,13 @@ def describe(model, seq_len=None, batch=None):
                         f"describe_config(input_size, hidden_size, ...)")
     config = {k: get(k) for k in ("input_size", "hidden_size")}
     config.update({k: get(k, d) for k, d in _CONFIG_DEFAULTS.items()})
+    mode = get("mode")
+    config["mode"] = mode if isinstance(mode, str) and mode in _MODES else None
     return describe_config(**config, seq_len=seq_len, batch=batch)
 
 
 def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias,
-              seq_len, batch):
+              seq_len, batch, mode=None):
     I, H, L, P = input_size, hidden_size, num_layers, proj_size
     D = 2 if bidirectional else 1
     H_out = P or H
@@ -232,6 +275,9 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
                 title += (", reverse: runs from the last step back to the first" if d else
                           ", forward")
             title += f" (row {layer * D + d} of h0, c0, h_n, c_n)"
+            if mode is not None:
+                sections.append((title, _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias)))
+                continue
             rows = [
                 Row(f"weight_ih{sfx}", (4 * H, I_k),
                     f"PyTorch's input weights, the four gates stacked by rows: {blocks}; "
@@ -266,7 +312,22 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
                          for j, g in enumerate(GATES)]
             sections.append((title, rows))
     h_rule = "weight_hr @ (o_t * tanh(c_t))" if P else "o_t * tanh(c_t)"
-    step = [Row(f"{g}_t", (B, H), f"{_GATE_WORDS[g][0]}, {_GATE_WORDS[g][1]}: "
+    step = []
+    if mode is not None:
+        h_rule = ("(q(r_t) @ weight_hr.T) * (scale(r_t) * weight_hr_scale), r_t = o_t * "
+                  "tanh(c_t) quantized per row as x_t is" if P else h_rule)
+        step = [
+            Row("q(x_t)", (B, "I_k"),
+                "each row of the layer's input x_t quantized to int8 at run time, with its own "
+                "float32 scale(x_t) = max|row| / 127 (I_k = the layer's input width)"),
+            Row("q(h_{t-1})", (B, H_out), "each row of h_{t-1} quantized the same way"),
+            Row("a_t", (B, 4 * H),
+                "pre-activations, float32: (q(x_t) @ weight_ih.T) * (scale(x_t) * "
+                "weight_ih_scale) + bias + (q(h_{t-1}) @ weight_hh.T) * (scale(h_{t-1}) * "
+                "weight_hh_scale), the int8 products summed exactly in int32; i_t, f_t, g_t, o_t "
+                "are its four row blocks, activated"),
+        ]
+    step += [Row(f"{g}_t", (B, H), f"{_GATE_WORDS[g][0]}, {_GATE_WORDS[g][1]}: "
                                   f"{_GATE_WORDS[g][2]}") for g in GATES]
     step += [
         Row("c_t", (B, H), "cell state: c_t = f_t * c_{t-1} + i_t * g_t, elementwise"),
@@ -274,7 +335,9 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
                                f"this step's output"),
     ]
     sections.append(("every step, in every layer and direction: vectors, one value per hidden "
-                     "unit and sequence, not scalars (trace() shows them)", step))
+                     "unit and sequence, not scalars"
+                     + (" (float32; only the products are int8)" if mode is not None else
+                        " (trace() shows them)"), step))
     out_shape = (B, T, D * H_out) if batch_first else (T, B, D * H_out)
     last = (L - 1) * D
 
@@ -299,6 +362,40 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
     return sections
 
 
+def _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias):
+    """A quantized model's parameters of one layer and direction."""
+    rows = [
+        Row(f"weight_ih{sfx}", (4 * H, I_k),
+            f"int8 input weights, the four gates stacked by rows as PyTorch's: {blocks}; "
+            f"columns: the {I_k} values of {src}. Row j stands for weight_ih{sfx}[j] * "
+            f"weight_ih_scale{sfx}[j]"),
+        Row(f"weight_ih_scale{sfx}", (4 * H,),
+            "float32, one per row: the float row's max|w| / 127"),
+        Row(f"weight_hh{sfx}", (4 * H, H_out),
+            f"int8 recurrent weights, same row blocks; columns: the {H_out} values of "
+            f"h_{{t-1}}"),
+        Row(f"weight_hh_scale{sfx}", (4 * H,), "float32, one per row"),
+    ]
+    if bias:
+        rows.append(Row(f"bias{sfx}", (4 * H,),
+                        "float32, not quantized: bias_ih + bias_hh, same row blocks"))
+    if P:
+        rows += [Row(f"weight_hr{sfx}", (P, H),
+                     "int8 projection, hidden_size -> proj_size"),
+                 Row(f"weight_hr_scale{sfx}", (P,), "float32, one per row")]
+    return rows
+
+
+def _float_only(model, what):
+    """Refuse a quantized model where the float weights are needed (trace, gate_weights)."""
+    mode = getattr(model, "mode", None)
+    if isinstance(mode, str) and mode in _MODES:
+        raise NotImplementedError(
+            f"{what} follows the float computation, and {model!r} runs {mode} sums it does not "
+            f"show. Use the float model it was quantized from (model.{what}) and compare "
+            f"outputs with this one's")
+
+
 def gate_weights(model, gate, layer=0, direction=0):
     """One gate's weights in the textbook's one-matrix view.
 
@@ -308,6 +405,7 @@ def gate_weights(model, gate, layer=0, direction=0):
     bias). float64 copies; `model` is a `fastlstm.LSTM` or anything with ``state_dict()`` and
     ``hidden_size`` (a ``torch.nn.LSTM``).
     """
+    _float_only(model, "gate_weights(...)")
     if gate not in GATES:
         raise ValueError(f"gate must be one of {GATES} (PyTorch's block order), got {gate!r}")
     sd, H = _state_dict(model), model.hidden_size
@@ -448,6 +546,7 @@ def trace(model, x, hx=None):
     Trace
         ``tr[layer, direction]['f']`` etc.; see `Trace`. Dropout is not applied (inference).
     """
+    _float_only(model, "trace(x)")
     cfg = _config_of(model)
     I, H, L, P = cfg["input_size"], cfg["hidden_size"], cfg["num_layers"], cfg["proj_size"]
     D, H_out, batch_first = 2 if cfg["bidirectional"] else 1, P or H, cfg["batch_first"]
