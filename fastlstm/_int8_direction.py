@@ -33,31 +33,111 @@ per layer and direction with ``Int8Direction(params)``. A replacement keeps this
 Attributes ``dtype`` (float32: the stack allocates its buffers in it), ``input_size``,
 ``hidden_size``, ``proj_size`` (0: none) and ``out_size`` (H_out) describe the direction.
 
-For now `run` computes through `reference.forward_int8`, the scheme's NumPy definition, so the
-results are the definition's, bitwise, at NumPy's speed; num_threads is not used (NumPy's BLAS
-has its own setting).
+`run` runs the compiled int8 forward (src/int8_forward.pxi) on weights packed once here: the
+rows of W_ih and W_hh in the float kernels' gate order (`_packing.gate_order`: a block of 16 units'
+i, f, g, o side by side), each with its scale and the summed bias, so the int32 sums dequantize
+straight into the cell's input. Its results equal the NumPy definition's up to the ulps in which
+the kernels' sigmoid and tanh differ from NumPy's (tests/test_quantized.py).
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
-from . import reference
-from ._direction import _Direction
+from . import _kernels, _workspace
+from ._direction import CHUNK_VALUES, _Direction, _flat, _last_call
+from ._packing import gate_order, round_up
+
+NR = 16  # int8 output panel (FL_I8_NR)
+F32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class PackedInt8:
+    """One layer and direction's int8 weights as the kernels read them."""
+
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    w_ih: np.ndarray  # int8_pack of Q_ih's rows in gate order (4Hp columns)
+    bsum_ih: np.ndarray
+    s_ih: np.ndarray  # (4Hp,) float32 scales in gate order, 0 on padding
+    bias: np.ndarray  # (4Hp,) float32 fl(b_ih + b_hh) in gate order, 0 on padding
+    w_hh: np.ndarray
+    bsum_hh: np.ndarray
+    s_hh: np.ndarray
+    w_hr: Optional[np.ndarray] = None  # int8_pack of Q_hr (Pp columns), or None
+    bsum_hr: Optional[np.ndarray] = None
+    s_hr: Optional[np.ndarray] = None  # (Pp,)
+
+
+def _in_gate_order(q, s, H):
+    rows = gate_order(H, NR)
+    real = rows >= 0
+    qo = np.zeros((rows.size, q.shape[1]), np.int8)
+    qo[real] = q[rows[real]]
+    so = np.zeros(rows.size, F32)
+    so[real] = s[rows[real]]
+    return qo, so
+
+
+def pack_int8(quantized):
+    """PackedInt8 from `reference.quantize_lstm`'s dict (weight_ih, weight_hh, weight_hr as
+    (q, scale) pairs, bias)."""
+    q_ih, s_ih = quantized["weight_ih"]
+    q_hh, s_hh = quantized["weight_hh"]
+    H = q_ih.shape[0] // 4
+    qi, si = _in_gate_order(q_ih, s_ih, H)
+    qh, sh = _in_gate_order(q_hh, s_hh, H)
+    bias = quantized.get("bias")
+    bias = np.zeros(4 * H, F32) if bias is None else np.asarray(bias, F32)  # +0.0 is added
+    _, bo = _in_gate_order(np.zeros((4 * H, 0), np.int8), bias, H)
+    w_ih, bsum_ih = _kernels.int8_pack(qi)
+    w_hh, bsum_hh = _kernels.int8_pack(qh)
+    proj = {}
+    P = 0
+    if quantized.get("weight_hr") is not None:
+        q_hr, s_hr = quantized["weight_hr"]
+        P = q_hr.shape[0]
+        w_hr, bsum_hr = _kernels.int8_pack(q_hr)
+        sr = np.zeros(round_up(P, NR), F32)
+        sr[:P] = s_hr
+        proj = dict(w_hr=w_hr, bsum_hr=bsum_hr, s_hr=sr)
+    return PackedInt8(q_ih.shape[1], H, P, w_ih, bsum_ih, si, bo, w_hh, bsum_hh, sh, **proj)
 
 
 class Int8Direction(_Direction):
-    """One direction's int8 weights, run by the NumPy definition of the scheme."""
+    """One direction's int8 weights, packed once for the compiled int8 forward."""
 
-    dtype = np.dtype(np.float32)
+    dtype = F32
 
     def __init__(self, params):
-        self.params = {"weight_ih": params["weight_ih"], "weight_hh": params["weight_hh"],
-                       "bias": params.get("bias"), "weight_hr": params.get("weight_hr")}
-        q_ih, q_hh = self.params["weight_ih"][0], self.params["weight_hh"][0]
-        self.input_size = q_ih.shape[1]
-        self.hidden_size = q_ih.shape[0] // 4
-        self.out_size = q_hh.shape[1]
-        self.proj_size = 0 if self.params["weight_hr"] is None else self.out_size
+        self.packed = p = pack_int8(params)
+        self.input_size = p.input_size
+        self.hidden_size = p.hidden_size
+        self.proj_size = p.proj_size
+        self.out_size = p.proj_size or p.hidden_size
 
     def run(self, x, h0, c0, y, num_threads):
-        out, h_n, c_n = reference.forward_int8(x, **self.params, h0=h0, c0=c0)
-        y[...] = out
+        p, H, P = self.packed, self.hidden_size, self.proj_size
+        T, B, K = x.shape
+        Hp, Kr = round_up(H, NR), self.out_size
+        Krp = round_up(Kr, NR)
+        h_state = _workspace.take((2, B, Krp), F32)
+        h_state[0, :, :Kr] = h0
+        h_state[0, :, Kr:] = 0
+        c_state = _workspace.take((1, B, Hp), F32)
+        c_state[0, :, :H] = c0
+        c_state[0, :, H:] = 0
+        chunk = max(1, min(T, CHUNK_VALUES // max(1, B * 4 * Hp)))
+        gates = _workspace.take(chunk * B * 4 * Hp, F32)
+        h_full = _workspace.take(B * Hp, F32) if P else None
+        xf, xs_t, xs_b = _flat(x)
+        yf, ys_t, ys_b = _flat(y)
+        _last_call.num_threads = _kernels.forward_int8(
+            xf, xs_t, xs_b, T, B, K, H, P, p.w_ih, p.bsum_ih, p.s_ih, p.bias, p.w_hh, p.bsum_hh,
+            p.s_hh, p.w_hr, p.bsum_hr, p.s_hr, gates, chunk, h_state.reshape(-1),
+            c_state.reshape(-1), h_full, yf, ys_t, ys_b, num_threads or 0)
+        h_n, c_n = h_state[T % 2, :, :Kr].copy(), c_state[0, :, :H].copy()
+        _workspace.give(gates, h_state, c_state, *([h_full] if P else []))
         return h_n, c_n
