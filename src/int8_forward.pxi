@@ -165,13 +165,15 @@ cdef void i8_forward_thread(
         t0 = t0 + tn
 
 
-cdef inline void i8_scratch_sizes(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-                                  Py_ssize_t *qlen, Py_ssize_t *alen) noexcept nogil:
-    """One thread's scratch: int8 rows (an input item's, or every row of a step, which the unit
-    split quantizes whole) and their int32 sums, each rounded to a cache line."""
+cdef inline void i8_scratch_sizes(Py_ssize_t rows, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                                  Py_ssize_t P, Py_ssize_t *qlen, Py_ssize_t *alen) noexcept nogil:
+    """One thread's scratch: int8 rows (an input item's, of at most `rows`, or every row of a
+    step, which the unit split quantizes whole) and their int32 sums, each rounded to a cache
+    line. Sized to the call: a large block would come from mmap, page faults and all, every call."""
     cdef Py_ssize_t Hp = round_up(H, FL_I8_NR), Kr = P if P > 0 else H
-    qlen[0] = round_up(max(I8_ROWS * kpad4(I), B * max(kpad4(Kr), kpad4(H))), 64)
-    alen[0] = round_up(max(I8_ROWS * 4 * Hp, B * max(4 * Hp, round_up(P, FL_I8_NR))), 16)
+    cdef Py_ssize_t item = min(rows, <Py_ssize_t>I8_ROWS)
+    qlen[0] = round_up(max(item * kpad4(I), B * max(kpad4(Kr), kpad4(H))), 64)
+    alen[0] = round_up(max(item * 4 * Hp, B * max(4 * Hp, round_up(P, FL_I8_NR))), 16)
 
 
 cdef int run_forward_int8(
@@ -198,7 +200,7 @@ cdef int run_forward_int8(
     if T == 0 or B == 0:
         return 1
     nthr = fl_team_size(&bar, nthr, lstm_flops(T * B, I, H, P) / (4 * FLOPS_PER_NS))
-    i8_scratch_sizes(B, I, H, P, &qlen, &alen)
+    i8_scratch_sizes(min(chunk, T) * B, B, I, H, P, &qlen, &alen)
     cdef Py_ssize_t per = qlen + 4 * alen + 4 * slen
     scratch = <char *>malloc(nthr * per)
     if scratch == NULL:
