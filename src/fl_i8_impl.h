@@ -125,8 +125,12 @@ I8_INLINE void i8_prep_rows(const int mr, fl_idx kg, const int8_t *a, fl_idx lda
  * use (and a spill), a third of the tile's instructions; asm keeps each accumulator in place. */
 I8_INLINE __m512i i8_dpbusd(__m512i acc, __m512i a, __m512i b)
 {
+#if defined(FL_I8_EMULATED) /* tests/c/i8_vnni_emulated.c: the intrinsics in plain C */
+    return _mm512_dpbusd_epi32(acc, a, b);
+#else
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
     return acc;
+#endif
 }
 
 /* One tile: mr rows x nv panels over kg groups. first: c = sum - bsum; else c += sum. */
