@@ -186,7 +186,6 @@ static inline void _mm512_mask_cvtsepi32_storeu_epi8(void *p, __mmask16 m, __m51
 
 /* ---- the kernels, instantiated on the emulation ------------------------------------------- */
 #define FL_I8_VNNI 1
-#define FL_I8_EMULATED 1
 #include "fl_i8_impl.h"
 
 extern const fl_ops_i8 ops_generic_i8; /* (fl_kern_generic_i8.c, compiled beside this file) */
