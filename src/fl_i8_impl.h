@@ -25,9 +25,6 @@
 #include <string.h>
 #include "fl_kernels.h"
 
-#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
-#error "the int8 kernels need float arithmetic in float precision (FLT_EVAL_METHOD 0)"
-#endif
 
 #define FL_I8_CAT_(a, b) a##_##b##_i8
 #define FL_I8_CAT(a, b) FL_I8_CAT_(a, b)
@@ -47,13 +44,17 @@ I8_INLINE int32_t i8_load4(const int8_t *p)
 
 /* rint for |v| < 2^22 in the current rounding mode (round to nearest even by default, as the
  * reference's np.rint): adding 1.5 * 2^23 leaves no fraction bits, subtracting it is exact.
- * (Without -ffast-math's reassociation no compiler folds the pair; float arithmetic must be
- * float's own width, as it is with SSE: FLT_EVAL_METHOD 0, checked below.) */
+ * (Without -ffast-math's reassociation no compiler folds the pair.) That needs float arithmetic
+ * in float's own width, as with SSE (FLT_EVAL_METHOD 0); elsewhere (x87) the libm call. */
 I8_INLINE float i8_rint_small(float v)
 {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
     const float magic = 12582912.0f;
     float t = v + magic;
     return t - magic;
+#else
+    return nearbyintf(v);
+#endif
 }
 
 /* Scalar quantization of x[k0..K) with inv (tails of the vector variants and the generic one). */
@@ -120,16 +121,10 @@ I8_INLINE void i8_prep_rows(const int mr, fl_idx kg, const int8_t *a, fl_idx lda
         }
 }
 
-/* acc += the 4-byte dot products of a (unsigned) and b (signed) per int32 lane. Written as asm:
- * GCC 12 compiles _mm512_dpbusd_epi32 in an unrolled tile into a copy of every accumulator per
- * use (and a spill), a third of the tile's instructions; asm keeps each accumulator in place. */
-I8_INLINE __m512i i8_dpbusd(__m512i acc, __m512i a, __m512i b)
-{
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
-    return acc;
-}
-
-/* One tile: mr rows x nv panels over kg groups. first: c = sum - bsum; else c += sum. */
+/* One tile: mr rows x nv panels over kg groups. first: c = sum - bsum; else c += sum.
+ * (The sums start from -bsum or c and are only stored at the end: with a load or a subtraction
+ * after the loop instead, GCC 12 copied every accumulator at each vpdpbusd and spilled some,
+ * a third more instructions in the loop; AVX2's tile did the same.) */
 I8_INLINE void i8_tile(const int mr, const int nv, fl_idx kg, const int8_t *a, fl_idx lda,
                        const int8_t *b, fl_idx ps, const int32_t *bsum, int32_t *c, fl_idx ldc,
                        int first)
@@ -160,7 +155,7 @@ I8_INLINE void i8_tile(const int mr, const int nv, fl_idx kg, const int8_t *a, f
             const __m512i bv = _mm512_loadu_si512((const void *)(b + v * ps + g * 64));
 #pragma GCC unroll 4
             for (int r = 0; r < mr; r++)
-                acc[r][v] = i8_dpbusd(acc[r][v], av[r], bv);
+                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av[r], bv);
         }
     }
 #pragma GCC unroll 4

@@ -87,7 +87,9 @@ typedef struct {
     float (*quantize_row)(fl_idx K, const float *x, int8_t *q);
     /* out[n] = add[n] + (float)acc[n] * (s_a * s_w[n]) for n < N: the scale product first, then one
      * multiply, then one add (three roundings, no FMA) -- the reference's dequantize-and-add order.
-     * add may be NULL: out[n] = (float)acc[n] * (s_a * s_w[n]). out may be add (in place). */
+     * add may be NULL: out[n] = (float)acc[n] * (s_a * s_w[n]). out may be add (in place).
+     * Bitwise the reference only with subnormals kept, as quantize_row (a tiny row's scale is
+     * subnormal): callers must not run these two under the float loop's FTZ/DAZ. */
     void (*dequant_add)(fl_idx N, const int32_t *acc, float s_a, const float *s_w, const float *add,
                         float *out);
 } fl_ops_i8;
