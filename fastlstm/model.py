@@ -396,13 +396,17 @@ class LSTM:
         from .shapes import trace
         return trace(self, x, hx)
 
-    def __repr__(self):
+    def _repr_args(self):
+        """The constructor's arguments as torch.nn.LSTM's repr shows them: the non-defaults."""
         extra = "".join(f", {k}={v}" for k, v, default in (
             ("num_layers", self.num_layers, 1), ("bias", self.bias, True),
             ("batch_first", self.batch_first, False), ("dropout", self.dropout, 0.0),
             ("bidirectional", self.bidirectional, False), ("proj_size", self.proj_size, 0))
             if v != default)
-        return f"LSTM({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
+        return f"{self.input_size}, {self.hidden_size}{extra}"
+
+    def __repr__(self):
+        return f"LSTM({self._repr_args()}, dtype={self.dtype.name})"
 
     # -- running ------------------------------------------------------------------------------
 

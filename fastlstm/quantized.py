@@ -342,14 +342,10 @@ class QuantizedLSTM:
         from .shapes import describe
         return describe(self, seq_len=seq_len, batch=batch)
 
+    _repr_args = LSTM._repr_args
+
     def __repr__(self):
-        extra = "".join(f", {k}={v}" for k, v, default in (
-            ("num_layers", self.num_layers, 1), ("bias", self.bias, True),
-            ("batch_first", self.batch_first, False), ("dropout", self.dropout, 0.0),
-            ("bidirectional", self.bidirectional, False), ("proj_size", self.proj_size, 0))
-            if v != default)
-        return (f"QuantizedLSTM({self.input_size}, {self.hidden_size}{extra}, mode={self.mode}, "
-                f"dtype={self.dtype.name})")
+        return f"QuantizedLSTM({self._repr_args()}, mode={self.mode}, dtype={self.dtype.name})"
 
     # -- running: LSTM's validation, then the stack in float32 -----------------------------
 
