@@ -595,3 +595,23 @@ def test_describe_says_int8_and_shows_the_weight_memory(cfg):
     assert desc["output"].shape == q(np.zeros((T, B, I), np.float32))[0].shape
     assert fastlstm.shapes.describe(q.config(), seq_len=T, batch=B).rows == desc.rows
     assert LSTM(I, H, **cfg).describe().memory is None  # the float model's is as it was
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_small_calls_equal_the_general_path(batch_first):
+    """One-layer float32 calls skip the stack (`_small_call`); lengths=[T]*B takes the general
+    path: the same bits, with and without states, and the states' own arrays untouched."""
+    rng = np.random.default_rng(13)
+    q = LSTM(I, H, batch_first=batch_first, seed=14).quantize()
+    for T1, B1 in ((1, 1), (4, 3)):
+        x = rng.standard_normal((B1, T1, I) if batch_first else (T1, B1, I)).astype(np.float32)
+        hx = _states(rng, q, B1, np.float32)
+        saved = [a.copy() for a in hx]
+        for states in (None, hx):
+            assert q._small_call(x, states, 0) is not None  # (the path under test)
+            y, (h, c) = q(x, states)
+            y2, (h2, c2) = q(x, states, lengths=[T1] * B1)
+            _equal(y, y2)
+            _equal(h, h2)
+            _equal(c, c2)
+        assert all(np.array_equal(a, b) for a, b in zip(hx, saved))
