@@ -117,6 +117,9 @@ class Int8Direction(_Direction):
         self.hidden_size = p.hidden_size
         self.proj_size = p.proj_size
         self.out_size = p.proj_size or p.hidden_size
+        # a whole small call in C (one layer, one direction, no projection: QuantizedLSTM's
+        # _small_call), as _direction.KernelDirection has one
+        self.small = None if p.proj_size else _kernels.SmallForwardInt8(p, _last_call)
 
     def run(self, x, h0, c0, y, num_threads):
         p, H, P = self.packed, self.hidden_size, self.proj_size

@@ -615,3 +615,28 @@ def test_small_calls_equal_the_general_path(batch_first):
             _equal(h, h2)
             _equal(c, c2)
         assert all(np.array_equal(a, b) for a, b in zip(hx, saved))
+
+
+def test_small_calls_decline_what_they_do_not_take():
+    """The C small path takes float32 C-contiguous calls of a one-layer model without projection
+    and declines the rest (float64, a projection, a strided x, a wrong state shape, a bad
+    num_threads), which the general path then runs or explains."""
+    rng = np.random.default_rng(15)
+    q = LSTM(I, H, seed=16).quantize()
+    x = rng.standard_normal((3, 2, I)).astype(np.float32)
+    assert q._small_call(x, None, 2) is not None
+    y1 = q(x, num_threads=1)[0]
+    _equal(q(x, num_threads=2)[0], y1)
+    assert q._small_call(x.astype(np.float64), None, 0) is None
+    assert q._small_call(np.asfortranarray(x), None, 0) is None
+    _equal(q(np.asfortranarray(x))[0], y1)
+    bad = (np.zeros((1, 3, H), np.float32), np.zeros((1, 2, H), np.float32))
+    assert q._small_call(x, bad, 0) is None
+    with pytest.raises(ValueError, match="h0"):
+        q(x, bad)
+    with pytest.raises(ValueError, match="num_threads"):
+        q(x, num_threads=-1)
+    assert LSTM(I, H, proj_size=3, seed=16).quantize()._layers[0][0].small is None
+    q64 = LSTM(I, H, seed=16, dtype=np.float64).quantize()
+    assert q64._small_call(x, None, 0) is None  # its outputs are float64, whatever x is
+    assert q64(x)[0].dtype == np.float64
