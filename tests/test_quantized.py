@@ -172,6 +172,26 @@ def test_rows_are_independent_and_nan_stays_in_its_row():
     assert np.isnan(y[:, 1]).any() and not np.isnan(y[:, 0]).any()
 
 
+@pytest.mark.parametrize("proj", [0, 3], ids=["plain", "projected"])
+def test_inf_makes_its_row_nan_from_its_step_on_and_zero_rows_are_exact(proj):
+    """An inf in x_t gives its row the scale NaN (docs/int8.md): that row is NaN from step t on,
+    in every unit, and no other row changes. An all-zero row quantizes with scale 0: its
+    results equal the NumPy definition's like any other."""
+    rng = np.random.default_rng(8)
+    m = LSTM(I, H, proj_size=proj, seed=9)
+    q = m.quantize()
+    x = rng.standard_normal((T, 3, I)).astype(np.float32)
+    x[:, 2] = 0.0
+    clean = q(x)[0]
+    x[2, 1, 0] = np.inf
+    for nt in (1, 2):
+        y = q(x, num_threads=nt)[0]
+        assert np.all(np.isfinite(y[:2, 1])) and np.all(np.isnan(y[2:, 1]))
+        _equal(y[:, 0::2], clean[:, 0::2])
+    want = ref.forward_int8(x[:, 2:], **_reference_layers(m)[0][0])[0]
+    _close(clean[:, 2:], want)
+
+
 @pytest.mark.parametrize("B2,H2,P2", [(1, 200, 0), (1, 200, 150), (8, 40, 0), (8, 40, 23), (2, 130, 0)],
                          ids=["unit-split", "unit-split-projected", "batch-split",
                               "batch-split-projected", "two-rows"])
