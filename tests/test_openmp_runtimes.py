@@ -98,7 +98,9 @@ def bundled_runtime():
 
 def test_threads_and_fork_beside_pytorchs_openmp_runtime():
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
-    env = dict(os.environ, PYTHONPATH=package_parent)  # this fastlstm, from any cwd
+    # this fastlstm, from any cwd
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent,
+                                                    os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -16,7 +16,8 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file
 def run_module(*args, cwd):
     # From another directory, with the imported fastlstm's parent first on the path: the child
     # imports this same fastlstm (an installed one or the checkout's), not whatever cwd holds.
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE_PARENT,
+                                                    os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=120)
 
@@ -35,11 +36,13 @@ def test_version_option_in_process(capsys):
 
 
 def installed_distribution():
-    """fastlstm's installed metadata when it describes the fastlstm imported here, else None (an
-    in-place or editable build has no installed files of its own to check)."""
+    """fastlstm's metadata as a wheel installed it, when that is the fastlstm imported here;
+    else None (an in-place or editable build has no installed files of its own to check)."""
     try:
         dist = importlib.metadata.distribution("fastlstm")
     except importlib.metadata.PackageNotFoundError:
+        return None
+    if dist.read_text("WHEEL") is None:  # e.g. a build's fastlstm.egg-info in a checkout
         return None
     init = dist.locate_file("fastlstm/__init__.py")
     if os.path.exists(init) and os.path.samefile(init, fastlstm.__file__):

@@ -138,6 +138,7 @@ def test_recipe_runs_as_a_script(client, tmp_path):
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path,
-                          env=dict(os.environ, PYTHONPATH=package_parent))
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              [package_parent, os.environ.get("PYTHONPATH", "")])))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "(4096, 50, 128)"
