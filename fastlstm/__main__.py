@@ -1,5 +1,5 @@
 """Command line: ``python -m fastlstm demo``, ``python -m fastlstm shapes`` and
-``python -m fastlstm bench``.
+``python -m fastlstm bench``; ``python -m fastlstm --version`` prints the installed version.
 
 demo: builds an LSTM, runs it on a sample batch, prints the shape of every tensor in words,
 checks the result against the NumPy reference (and PyTorch when installed), and times it against
@@ -142,6 +142,7 @@ def shapes(args, parser):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastlstm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastlstm {fastlstm.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run a model on a sample, show shapes, check and time it")
     d.add_argument("--seq-len", type=_positive_int, default=100)

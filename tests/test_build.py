@@ -1,8 +1,10 @@
 """The build's flags: the user's come last, the sanitizer switch, and an OpenMP probe that links
 with the same flags as the extension (a CFLAGS/LDFLAGS sanitizer build once lost OpenMP silently)."""
 import importlib.util
+import os
 import shutil
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -90,3 +92,30 @@ def test_an_ordinary_build_without_openmp_warns_and_goes_on(build, compiler, mon
     monkeypatch.setattr(build, "OPENMP_PROBE", "#error no OpenMP here\n")
     with pytest.warns(UserWarning, match="built single-threaded"):
         assert build.probe_openmp(compiler, [], []) == ([], [])
+
+
+@pytest.mark.parametrize("value, jobs", [("3", 3), ("1", 1), ("0", 1)])
+def test_build_jobs_from_the_environment(build, value, jobs):
+    assert build.build_jobs({"FASTLSTM_BUILD_JOBS": value}) == jobs
+
+
+def test_build_jobs_default_to_the_usable_cpus(build):
+    assert build.build_jobs({}) == len(os.sched_getaffinity(0))
+
+
+def test_parallel_compile_keeps_the_order_and_the_arguments(build):
+    class Compiler:
+        def __init__(self):
+            self.calls = []
+
+        def compile(self, sources, output_dir=None, extra_postargs=None):
+            time.sleep(0.05 if sources[0] == "a.c" else 0)  # finishes last
+            self.calls.append((list(sources), output_dir, extra_postargs))
+            return [s[:-2] + ".o" for s in sources]
+
+    cc = Compiler()
+    build.compile_in_parallel(cc, 2)
+    objects = cc.compile(["a.c", "b.c", "c.c"], output_dir="out", extra_postargs=["-O3"])
+    assert objects == ["a.o", "b.o", "c.o"]
+    assert sorted(cc.calls) == [([s], "out", ["-O3"]) for s in ("a.c", "b.c", "c.c")]
+    assert cc.calls[-1][0] == ["a.c"]  # a.c really ran beside the others

@@ -12,6 +12,7 @@ The module is compiled on the fly (Cython and a GCC-style compiler with -fopenmp
 Linux build requirements), once per session, in a temporary directory.
 """
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -40,6 +41,17 @@ def forward_many(float[:, :, :, ::1] x, float[::1] w_ih, float[::1] w_hh, Py_ssi
 """
 
 
+def c_compiler():
+    """The C compiler build_ext would run: Python's CC (or $CC), as distutils resolves it."""
+    import setuptools  # noqa: F401  (its distutils)
+    from distutils.ccompiler import new_compiler
+    from distutils.sysconfig import customize_compiler
+
+    cc = new_compiler()
+    customize_compiler(cc)
+    return cc.compiler[0]
+
+
 @pytest.fixture(scope="session")
 def embed(tmp_path_factory):
     pytest.importorskip("Cython")
@@ -50,6 +62,10 @@ def embed(tmp_path_factory):
         pytest.skip("fastlstm was built without OpenMP: there is no parallel region to nest in")
     if not sys.platform.startswith("linux"):
         pytest.skip("the embedding module is built with GCC-style -fopenmp (Linux)")
+    compiler = c_compiler()
+    if shutil.which(compiler) is None:  # e.g. a wheel installed where no compiler is
+        pytest.skip(f"no C compiler on PATH ({compiler!r}, Python's CC): the embedding module "
+                    "cannot be built")
     build = tmp_path_factory.mktemp("embed")
     (build / "fl_embed.pyx").write_text(EMBED_PYX)
     package_root = os.path.dirname(os.path.dirname(fastlstm.__file__))  # where fastlstm/ lies

@@ -27,7 +27,7 @@ OPSET = 14
 
 def session(model_or_path):
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # quiet the expected "initializer in graph inputs" warning
+    options.log_severity_level = 3  # imported test graphs list initializers as inputs too
     data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") \
         else str(model_or_path)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -290,8 +290,10 @@ def test_export_runs_in_onnxruntime(tmp_path, rng, num_layers, bidirectional, ba
     path = tmp_path / "fastlstm.onnx"
     to_onnx(model, path)
     sess = session(path)
-    assert [i.name for i in sess.get_inputs()] == ["x"]  # the only required input
-    assert sorted(i.name for i in sess.get_overridable_initializers()) == ["c0", "h0"]
+    inputs = {i.name: i.type for i in sess.get_inputs()}
+    assert inputs == {"x": "tensor(float)", "h0": "optional(tensor(float))",
+                      "c0": "optional(tensor(float))"}  # x the only required one
+    assert sess.get_overridable_initializers() == []
     D = 2 if bidirectional else 1
     for T, batch in ((6, 2), (1, 3)):  # symbolic seq_len and batch
         x = rng.standard_normal((batch, T, 3) if batch_first else (T, batch, 3)).astype(np.float32)
@@ -330,9 +332,59 @@ def test_export_float64_model_as_float32(tmp_path, rng):
 
 def test_export_opset(tmp_path):
     model = fastlstm.LSTM(3, 4, seed=0)
+    assert to_onnx(model, tmp_path / "m.onnx").opset_import[0].version == 15
     assert to_onnx(model, tmp_path / "m.onnx", opset=17).opset_import[0].version == 17
-    with pytest.raises(ValueError, match="opset must be an int from 14"):
-        to_onnx(model, tmp_path / "m.onnx", opset=13)
+    with pytest.raises(ValueError, match="opset must be an int from 15"):
+        to_onnx(model, tmp_path / "m.onnx", opset=14)  # no Optional type before opset 15
+
+
+ORT_LOAD = """
+import sys, warnings
+import numpy as np, onnxruntime as ort
+warnings.simplefilter("always")
+options = ort.SessionOptions()
+options.log_severity_level = 1  # info and up: a warning must show in what the test reads
+sess = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+x = np.ones((2, 3, 3), np.float32)
+sess.run(None, {"x": x})
+sess.run(None, {"x": x, "h0": np.zeros((2, 3, 5), np.float32),
+                "c0": np.zeros((2, 3, 5), np.float32)})
+print("loaded")
+"""
+
+
+@pytest.mark.parametrize("opset", [15, 18])  # 18: OptionalHasElement's second version
+def test_onnxruntime_loads_the_export_without_warnings(tmp_path, opset):
+    """No initializer behind a graph input: ONNX Runtime's log (its own stderr, at info level
+    and up, so warnings are in it) and Python's warnings stay free of warnings, both when it
+    loads the model and when it runs it with and without states."""
+    model = fastlstm.LSTM(3, 5, num_layers=1, bidirectional=True, seed=4)
+    to_onnx(model, tmp_path / "m.onnx", opset=opset)
+    done = subprocess.run([sys.executable, "-c", ORT_LOAD, str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr[-3000:]
+    log = done.stderr
+    assert "onnxruntime" in log, "no ORT log at info level: the check would see nothing"
+    flagged = [line for line in log.splitlines()
+               if "[W:" in line or "[E:" in line or "Warning" in line]
+    assert not flagged, "\n".join(flagged)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_export_streams_in_chunks(tmp_path, rng, batch_first):
+    """Feeding one chunk's h_n, c_n as the next chunk's h0, c0 gives the one-call result."""
+    model = fastlstm.LSTM(3, 5, num_layers=2, batch_first=batch_first, seed=5)
+    sess = session(to_onnx(model, tmp_path / "m.onnx"))
+    t_axis = 1 if batch_first else 0
+    x = rng.standard_normal((2, 9, 3) if batch_first else (9, 2, 3)).astype(np.float32)
+    out, (h_n, c_n) = model(x)
+    chunks, state = [], {}
+    for part in np.split(x, [4, 5], axis=t_axis):  # 4 steps, 1 step, 4 steps
+        y, h, c = sess.run(["output", "h_n", "c_n"], {"x": part, **state})
+        chunks.append(y)
+        state = {"h0": h, "c0": c}
+    assert_close((np.concatenate(chunks, axis=t_axis), state["h0"], state["c0"]),
+                 (out, h_n, c_n), "to_onnx streamed in chunks")
 
 
 def test_export_proj_size_raises(tmp_path):

@@ -17,7 +17,9 @@ _TORCH_TO_ONNX = (0, 3, 1, 2)
 _DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
 _KNOWN_ATTRIBUTES = {"hidden_size", "direction", "layout", "activations", "clip", "input_forget",
                      "activation_alpha", "activation_beta"}
-_MIN_OPSET = 14  # the oldest opset the exporter is tested with (LSTM-14)
+# The oldest opset the exporter writes: its optional h0/c0 inputs need the Optional type and
+# OptionalHasElement / OptionalGetElement (opset 15); the LSTM node itself is LSTM-14.
+_MIN_OPSET = 15
 
 
 def _require_onnx():
@@ -311,24 +313,30 @@ def to_onnx(model, path, *, opset=_MIN_OPSET):
         Any configuration but ``proj_size > 0``. float64 parameters are rounded to float32.
     path : str or os.PathLike
         Where to write the ``.onnx`` file.
-    opset : int, default 14
-        The default-domain opset (14 or newer).
+    opset : int, default 15
+        The default-domain opset (15 or newer: the optional inputs need it).
 
     Returns
     -------
     onnx.ModelProto
         The model written (checked with ``onnx.checker``).
 
+    Raises
+    ------
+    NotImplementedError
+        For ``proj_size > 0``: the ONNX LSTM operator has no projection.
+    ValueError
+        For an opset below 15 or newer than the installed onnx knows.
+
     Notes
     -----
     Inputs: ``x``, the only required one, shaped as the model takes it ((seq_len, batch,
     input_size), or (batch, seq_len, input_size) with ``batch_first``; no unbatched form);
-    ``h0`` and ``c0`` ((num_directions*num_layers, batch, hidden_size)), optional. They are
-    graph inputs backed by same-named all-zero initializers of batch 1 (onnxruntime lists them
-    under ``get_overridable_initializers()``, not ``get_inputs()``), which the graph expands to
-    x's batch: leave them out for zero states, or feed both as (D*L, batch, H). A fed batch of 1
-    is broadcast to every row. onnxruntime logs a warning that these initializers are not
-    constant-folded: that is the intent.
+    ``h0`` and ``c0`` ((num_directions*num_layers, batch, hidden_size)), optional: graph inputs
+    of type ``optional(tensor(float))`` with no initializer behind them, so ONNX Runtime loads
+    the model without warnings. Leave them out for zero states, or feed both (e.g. the previous
+    chunk's ``h_n`` and ``c_n``, to stream a long sequence); a fed batch of 1 is broadcast to
+    every row.
 
     Outputs: ``output`` (shaped as fastlstm returns it), ``h_n``, ``c_n``. Seq_len and batch
     are symbolic. One ONNX LSTM node per layer (layout=0, which onnxruntime requires), with a
@@ -366,17 +374,31 @@ def to_onnx(model, path, *, opset=_MIN_OPSET):
         x_shape, out_shape = ["seq_len", "batch", I], ["seq_len", "batch", D * H]
         x = "x"
     state_shape = [D * L, "batch", H]
+    optional_state_type = helper.make_optional_type_proto(
+        helper.make_tensor_type_proto(f32, state_shape))
 
-    # Optional states: zero initializers of batch 1, expanded to x's batch (a fed state of the
-    # right batch passes through unchanged).
-    for name in ("h0", "c0"):
-        const(name, np.zeros((D * L, 1, H)), np.float32)
+    # Optional states: each is If(OptionalHasElement(s)) -> the fed state expanded to x's batch
+    # (a state of the right batch passes through unchanged), else zeros of that shape.
     batch_axis = const("batch_axis", [0 if model.batch_first else 1])
     batch = node("Gather", [node("Shape", ["x"], ["x_shape"]), batch_axis], ["batch"], axis=0)
     full = node("Concat", [const("state_rows", [D * L]), batch, const("state_cols", [H])],
                 ["state_shape"], axis=0)
-    h0 = node("Expand", ["h0", full], ["h0_full"])
-    c0 = node("Expand", ["c0", full], ["c0_full"])
+    zero = helper.make_tensor("zero", f32, [1], [0.0])
+
+    def optional_state(name):
+        fed = helper.make_graph(
+            [helper.make_node("OptionalGetElement", [name], [f"{name}_fed"]),
+             helper.make_node("Expand", [f"{name}_fed", full], [f"{name}_expanded"])],
+            f"{name}_fed", [], [helper.make_tensor_value_info(f"{name}_expanded", f32,
+                                                              state_shape)])
+        zeros = helper.make_graph(
+            [helper.make_node("ConstantOfShape", [full], [f"{name}_zeros"], value=zero)],
+            f"{name}_absent", [], [helper.make_tensor_value_info(f"{name}_zeros", f32,
+                                                                 state_shape)])
+        has = node("OptionalHasElement", [name], [f"{name}_given"])
+        return node("If", [has], [f"{name}_full"], then_branch=fed, else_branch=zeros)
+
+    h0, c0 = optional_state("h0"), optional_state("c0")
 
     h_parts, c_parts = [], []
     for k in range(L):
@@ -413,8 +435,8 @@ def to_onnx(model, path, *, opset=_MIN_OPSET):
     graph = helper.make_graph(
         nodes, "fastlstm",
         [helper.make_tensor_value_info("x", f32, x_shape),
-         helper.make_tensor_value_info("h0", f32, state_shape),
-         helper.make_tensor_value_info("c0", f32, state_shape)],
+         helper.make_value_info("h0", optional_state_type),
+         helper.make_value_info("c0", optional_state_type)],
         [helper.make_tensor_value_info("output", f32, out_shape),
          helper.make_tensor_value_info("h_n", f32, state_shape),
          helper.make_tensor_value_info("c_n", f32, state_shape)],
