@@ -42,6 +42,21 @@ Method:
   weights: their limit is the time to read each thread's share of W_hh once per step, plus the
   input projection (the larger of its FLOPs at peak and one read of W_ih), over fastlstm's time
   ("% read"). Every other cell: GFLOP/s / (peak * threads) ("% FMA").
+- Precision: ``--precision int8`` (forward only; data float32; ``_benchmark/lowprec.py``) times
+  ``model.quantize("int8")``, the "fastlstm" of every ratio and % of limit, against the same
+  model in float32 ("fastlstm-float32"), ONNX Runtime int8 (``quantize_dynamic(...,
+  weight_type=QuantType.QInt8)`` of ``model.to_onnx()``: DynamicQuantizeLSTM), torch dynamic
+  int8 (``torch.ao.quantization.quantize_dynamic`` of ``nn.Sequential(lstm)``: it swaps child
+  modules only) and torch bfloat16 (``.to(torch.bfloat16)``, bf16 inputs), at 1 and 2 threads.
+  Checks: every result against fastlstm's float64 model on the same weights, x and state
+  widened to float64, within a bound per system on the max absolute error (output, h_n, c_n)
+  and the RMS error (output) (``lowprec.BOUNDS``: wide enough for each system's rounding,
+  ONNX Runtime's saturating AVX2 kernel included; a wrong model or a NaN fails); both errors
+  are reported beside each time. % of limit: the larger of every multiply-add at this core's
+  int8 rate (fastlstm's int8 GEMM on cache-resident operands, measured at the start: "% MAC")
+  and reading the int8 weights as above ("% read"). No scaling sweep. Without AVX512-BF16,
+  torch bfloat16 is slow (e: ~30 s a call on an AVX2 Zen 3): ``--workloads abcdf`` keeps the
+  run to a few minutes.
 """
 import math
 import os

@@ -387,3 +387,28 @@ def test_float32_run_is_unchanged_by_int8(tmp_path):
     assert rc == 0 and data["precision"] == "float32"
     assert [c["mode"] for c in data["cells"]] == ["fwd", "fwd+bwd"]
     assert "max / RMS err" not in md and "fastlstm GFLOP/s" in md
+
+
+DEMO = ["demo", "--seq-len", "5", "--batch", "2", "--input-size", "16", "--hidden-size", "16",
+        "--threads", "1"]
+
+
+def test_demo_shows_int8_time_and_error(capsys):
+    assert main(DEMO) == 0
+    out = capsys.readouterr().out
+    assert 'int8 (lstm.quantize("int8")' in out and "x the float32 model's speed" in out
+    line = next(line for line in out.splitlines() if "error vs float64" in line)
+    err = float(line.split("max ")[1].split(",")[0])
+    assert 1e-5 < err < benchmark.lowprec.BOUNDS["fastlstm"][0] and line.endswith("(ok)")
+
+
+def test_demo_reports_a_wrong_int8_result(capsys, monkeypatch):
+    from fastlstm.quantized import QuantizedLSTM
+    real = QuantizedLSTM.__call__
+
+    def off(self, x, hx=None, **kw):
+        out, state = real(self, x, hx, **kw)
+        return out + 0.1, state
+    monkeypatch.setattr(QuantizedLSTM, "__call__", off)
+    assert main(DEMO) == 1
+    assert "(MISMATCH)" in capsys.readouterr().out
