@@ -103,7 +103,8 @@ def run_benchmark(opts, progress=None):
     progress.say("measuring this machine's multiply-add peak and read bandwidth")
     out["limits"] = (lowprec.measure_int8_limits(wls, threads) if int8 else
                      measure_limits(dtype, wls, threads, opts.get("peak_gflops")))
-    progress.say(f"bench: {'int8 (checked against float64)' if int8 else dtype}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
+    what = "int8 (checked against float64)" if int8 else dtype
+    progress.say(f"bench: {what}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
                  f"{','.join(map(str, threads))}, systems {','.join(systems)}")
     load = out["machine"]["loadavg_start"]
     if load and load[0] > 0.5:
