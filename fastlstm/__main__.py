@@ -3,7 +3,7 @@
 
 demo: builds an LSTM, runs it on a sample batch, prints the shape of every tensor in words,
 checks the result against the NumPy reference (and PyTorch when installed), and times it against
-both.
+both; then quantizes it to int8 and shows the time gained and the error it costs.
 
 shapes: prints the shape and meaning of every tensor of an LSTM configuration (no weights are
 made): input, states, PyTorch's stacked parameters and each gate's one-matrix view, per-step
@@ -13,6 +13,8 @@ bench: times fastlstm against its peers (NumPy reference, PyTorch with and witho
 Runtime; each only when installed) on six workloads, forward and forward+backward, 1 and 2
 threads, after checking every result; writes results.md (the ratio table), results.json (every
 sample) and scaling.png into --out. ``python -m fastlstm bench --quick`` takes about a minute.
+``--precision int8`` times the int8 model against its float32 self, ONNX Runtime int8, torch
+dynamic int8 and torch bfloat16 (forward), with each one's error against float64.
 """
 import argparse
 import sys
@@ -124,7 +126,26 @@ def demo(args):
         ok = ok and terr < 2e-5
         print(f"  torch {torch.__version__:<10} {t_torch:9.3f} ms  (fastlstm is "
               f"{t_torch / t_fast:.2f}x faster; outputs agree to {terr:.1e})")
+    ok = _demo_int8(lstm, x, ref_out, t_fast, args.threads) and ok
     return 0 if ok else 1
+
+
+def _demo_int8(lstm, x, ref_out, t_fast, threads):
+    """What int8 gains (time, weight bytes) and costs (error against float64). True when the
+    error is within bench --precision int8's bound for fastlstm int8."""
+    q = lstm.quantize("int8")
+    d = np.asarray(q(x, num_threads=threads)[0], np.float64) - ref_out
+    err, rms = float(np.max(np.abs(d))), float(np.sqrt(np.mean(d * d)))
+    err32 = float(np.max(np.abs(lstm(x, num_threads=threads)[0] - ref_out)))
+    bound = benchmark.lowprec.BOUNDS["fastlstm"][0]
+    t_q = _median_ms(lambda: q(x, num_threads=threads))
+    print(f"\nint8 (lstm.quantize(\"int8\"), {fastlstm.openmp_info()['isa_int8']} kernels):")
+    print(f"  fastlstm int8    {t_q:9.3f} ms  ({t_fast / t_q:.2f}x the float32 model's speed; "
+          f"weights {sum(v.nbytes for v in lstm.parameters().values()) / 1024:.0f} -> "
+          f"{q.nbytes / 1024:.0f} KiB)")
+    print(f"  error vs float64: max {err:.1e}, RMS {rms:.1e} (float32: max {err32:.1e})"
+          f" ({'ok' if err < bound else 'MISMATCH'})")
+    return err < bound
 
 
 def shapes(args, parser):

@@ -42,6 +42,21 @@ Method:
   weights: their limit is the time to read each thread's share of W_hh once per step, plus the
   input projection (the larger of its FLOPs at peak and one read of W_ih), over fastlstm's time
   ("% read"). Every other cell: GFLOP/s / (peak * threads) ("% FMA").
+- Precision: ``--precision int8`` (forward only; data float32; ``_benchmark/lowprec.py``) times
+  ``model.quantize("int8")``, the "fastlstm" of every ratio and % of limit, against the same
+  model in float32 ("fastlstm-float32"), ONNX Runtime int8 (``quantize_dynamic(...,
+  weight_type=QuantType.QInt8)`` of ``model.to_onnx()``: DynamicQuantizeLSTM), torch dynamic
+  int8 (``torch.ao.quantization.quantize_dynamic`` of ``nn.Sequential(lstm)``: it swaps child
+  modules only) and torch bfloat16 (``.to(torch.bfloat16)``, bf16 inputs), at 1 and 2 threads.
+  Checks: every result against fastlstm's float64 model on the same weights, x and state
+  widened to float64, within a bound per system on the max absolute error (output, h_n, c_n)
+  and the RMS error (output) (``lowprec.BOUNDS``: wide enough for each system's rounding,
+  ONNX Runtime's saturating AVX2 kernel included; a wrong model or a NaN fails); both errors
+  are reported beside each time. % of limit: the larger of every multiply-add at this core's
+  int8 rate (fastlstm's int8 GEMM on cache-resident operands, measured at the start: "% MAC")
+  and reading the int8 weights as above ("% read"). No scaling sweep. Without AVX512-BF16,
+  torch bfloat16 is slow (e: ~30 s a call on an AVX2 Zen 3): ``--workloads abcdf`` keeps the
+  run to a few minutes.
 """
 import math
 import os
@@ -49,6 +64,7 @@ import sys
 
 # Re-exported: what tests, bench/ and users reach as fastlstm.benchmark.<name>. main() looks
 # run_benchmark up in this module, so a test that replaces it here replaces the run.
+from ._benchmark import lowprec
 from ._benchmark.limits import limit_fraction, measure_limits, peak_for, streamed_bytes
 from ._benchmark.machine import machine_info, versions
 from ._benchmark.measure import STATE_NAMES, compare, summarize, time_interleaved
@@ -60,7 +76,7 @@ from ._benchmark.systems import (GRAD_NAMES, MAKERS, System, make_data, make_fas
                                  make_numpy, make_onnxruntime, make_torch, make_torch_native,
                                  onnx_lstm_model)
 from ._benchmark.workloads import (DEFAULTS, DTYPES, FWD_ONLY, GAP, LABELS, MODES,
-                                   PEAK_GFLOPS_REFERENCE, QUICK, SCALING_B, SCALING_H,
+                                   PEAK_GFLOPS_REFERENCE, PRECISIONS, QUICK, SCALING_B, SCALING_H,
                                    SCALING_T, SEED, SHORT, SYSTEMS, TARGET_ROUND, TOL, TOLS,
                                    WORKLOADS, fwd_flops, mode_flops)
 
@@ -71,10 +87,17 @@ def add_arguments(p):
                         + "; ".join(f"{k}: B,T,I,H = {w['B']},{w['T']},{w['I']},{w['H']}"
                                     for k, w in WORKLOADS.items()))
     p.add_argument("--threads", default=None, help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--systems", default=",".join(SYSTEMS),
-                   help=f"comma-separated systems (default {','.join(SYSTEMS)}); fastlstm "
-                        "always runs (it is the reference of every ratio)")
-    p.add_argument("--modes", default=",".join(MODES), help="fwd, fwd+bwd or both (default)")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="float32 (default: the float systems in --dtype) or int8: fastlstm's "
+                        "quantized model against fastlstm float32, ONNX Runtime int8, torch "
+                        "dynamic int8 and torch bfloat16, forward only, every result checked "
+                        "against float64 with its errors reported")
+    p.add_argument("--systems", default=None,
+                   help=f"comma-separated systems (default {','.join(SYSTEMS)}; --precision "
+                        f"int8: {','.join(lowprec.SYSTEMS)}); fastlstm always runs (it is the "
+                        "reference of every ratio)")
+    p.add_argument("--modes", default=None,
+                   help="fwd, fwd+bwd or both (default; --precision int8: fwd only)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="data, weights and every system in this dtype (default float32); "
                         "float64: torch has no oneDNN path (both torch columns run native), "
@@ -117,20 +140,34 @@ def options_from_args(args, error):
         error(f"--threads: comma-separated positive ints, got {args.threads!r}")
     if not threads or threads[0] < 1:
         error(f"--threads: comma-separated positive ints, got {args.threads!r}")
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in MAKERS]
+    precision = getattr(args, "precision", "float32")
+    int8 = precision == "int8"
+    known = lowprec.SYSTEMS if int8 else SYSTEMS
+    systems = [s.strip() for s in (args.systems or ",".join(known)).split(",") if s.strip()]
+    unknown = [s for s in systems if s not in known]
     if unknown:
-        error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+        error(f"--systems: unknown {', '.join(unknown)}"
+              + (" with --precision int8" if int8 else "")
+              + f"; choose from {', '.join(known)}")
     systems = ["fastlstm"] + [s for s in dict.fromkeys(systems) if s != "fastlstm"]
     aliases = {"fwd": "fwd", "fwd+bwd": "fwd+bwd", "fwdbwd": "fwd+bwd", "bwd": "fwd+bwd",
                "train": "fwd+bwd"}
     modes = []
-    for m in args.modes.split(","):
+    for m in (args.modes or ("fwd" if int8 else ",".join(MODES))).split(","):
         m = m.strip().lower()
         if m not in aliases:
             error(f"--modes: fwd and/or fwd+bwd, got {m!r}")
         modes.append(aliases[m])
     modes = [m for m in MODES if m in modes]
+    if int8 and modes != ["fwd"]:
+        error("--modes: --precision int8 is inference only (fwd): a quantized model has no "
+              "backward (train the float model, then quantize it)")
+    if int8 and args.dtype != "float32":
+        error("--dtype: --precision int8 quantizes a float32 model and checks every system "
+              "against float64 itself; --dtype applies to --precision float32")
+    if int8 and args.peak_gflops is not None:
+        error("--peak-gflops is the float32 FMA peak; --precision int8 measures its int8 "
+              "multiply-add peak")
     if args.rounds is not None and args.rounds < 1:
         error("--rounds must be >= 1")
     budget = base["budget"] if args.budget is None else args.budget
@@ -147,9 +184,10 @@ def options_from_args(args, error):
     if not os.access(args.out, os.W_OK | os.X_OK):
         error(f"--out: the output folder {args.out!r} is not writable")
     return dict(workloads=wls, threads=threads, systems=systems, modes=modes, dtype=args.dtype,
+                precision=precision,
                 rounds=args.rounds, budget=budget, min_rounds=base["min_rounds"],
                 max_rounds=base["max_rounds"], scaling_budget=base["scaling_budget"],
-                gap=args.gap, quick=args.quick, scaling=not args.no_plot,
+                gap=args.gap, quick=args.quick, scaling=not (args.no_plot or int8),
                 out=args.out, peak_gflops=args.peak_gflops)
 
 

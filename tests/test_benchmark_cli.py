@@ -243,3 +243,172 @@ def test_one_slow_first_call_does_not_set_the_repeat_count():
     benchmark.time_interleaved([s], budget=0.0, min_rounds=1, max_rounds=1,
                                target_round=0.02)
     assert s.inner > 1 and len(s.samples) == 1
+
+
+# --precision int8: fastlstm's quantized model against its low-precision peers
+
+HAVE_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+INT8 = ["--precision", "int8"]
+
+
+def test_tiny_int8_run_checks_against_float64_and_reports_errors(tmp_path):
+    rc, md, data, out = _run(tmp_path, *INT8)
+    assert rc == 0
+    assert data["precision"] == "int8" and data["options"]["modes"] == ["fwd"]
+    assert md.startswith("# fastlstm int8 vs low-precision peers")
+    (row,) = _rows(md)  # forward only
+    header = next(line for line in md.splitlines() if line.startswith("| workload"))
+    cols = header.strip("| ").split(" | ")
+    # every system's error column stands right after its time
+    assert cols[4:8] == ["fastlstm int8 ms", "max / RMS err", "fastlstm float32 ms",
+                         "max / RMS err"]
+    assert "f32/fl" in cols and "fastlstm GOP/s" in cols
+    assert ("ort8/fl" in cols) == HAVE_ORT and ("bf16/fl" in cols) == HAVE_TORCH
+    (cell,) = data["cells"]
+    assert cell["mode"] == "fwd" and cell["dtype"] == "int8"
+    expected = {"fastlstm", "fastlstm-float32"} | (
+        {"onnxruntime-int8"} if HAVE_ORT else set()) | (
+        {"torch-int8", "torch-bf16"} if HAVE_TORCH else set())
+    for name, res in cell["systems"].items():
+        if name not in expected:
+            assert res["status"] == "skipped", (name, res)
+            continue
+        assert res["status"] == "ok", (name, res)
+        bound_max, bound_rms = benchmark.lowprec.BOUNDS[name]
+        assert 0 <= res["check_err"] <= bound_max and 0 <= res["check_rms"] <= bound_rms
+        assert res["bound"] == [bound_max, bound_rms] and len(res["samples_ms"]) == 2
+        assert f"{res['check_err']:.1e} / {res['check_rms']:.1e}" in row
+    # quantized results really are quantized: far from float64, unlike the float32 model's
+    int8_err = cell["systems"]["fastlstm"]["check_err"]
+    assert 1e-4 < int8_err and cell["systems"]["fastlstm-float32"]["check_err"] < 1e-5
+    if HAVE_ORT:
+        assert "DynamicQuantizeLSTM" in cell["systems"]["onnxruntime-int8"]["note"]
+        assert cell["systems"]["onnxruntime-int8"]["check_err"] > 1e-4
+    if HAVE_TORCH:
+        assert "quantized" not in cell["systems"]["torch-bf16"]["note"]
+        assert "engine" in cell["systems"]["torch-int8"]["note"]
+    limits = data["limits"]
+    assert 0 < limits["int8_gops_per_core"] < 10_000
+    assert set(limits["read_gbs"]) == {str(4 * 256 * 256), str(4 * 256 * 256)}
+    assert row.split(" | ")[-2].endswith(("% MAC", "% read"))
+    assert "No scaling plot: --precision int8" in md and not (out / "scaling.png").exists()
+
+
+@pytest.mark.parametrize("name, change", [
+    ("fastlstm-float32", lambda a: a + 1e-3),  # fine for int8, not for a float32 model
+    ("fastlstm", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3, np.nan, a)),
+    ("fastlstm", lambda a: a + 0.06),
+])
+def test_int8_failed_check_is_reported_not_timed(tmp_path, monkeypatch, name, change):
+    real = benchmark.lowprec.MAKERS[name]
+
+    def perturbed(d, mode, threads, peers):
+        s = real(d, mode, threads, peers)
+        extract = s.extract
+        s.extract = lambda r: {k: change(v) if k == "output" else v
+                               for k, v in extract(r).items()}
+        return s
+    monkeypatch.setitem(benchmark.lowprec.MAKERS, name, perturbed)
+    rc, md, data, _ = _run(tmp_path, *INT8, "--systems", "fastlstm,fastlstm-float32")
+    assert rc == 1
+    res = data["cells"][0]["systems"][name]
+    assert res["status"] == "check failed" and "samples_ms" not in res
+    other = "fastlstm" if name != "fastlstm" else "fastlstm-float32"
+    assert data["cells"][0]["systems"][other]["status"] == "ok"
+    assert f"{name} CHECK FAILED (max" in md and "not timed" in md
+    assert "CHECK FAILED" in _rows(md)[0]
+
+
+def test_int8_bounds_reject_a_wrong_model():
+    """Every system's bound passes its own rounding (the run above) but not a model with its
+    gate blocks permuted, nor one that ignores the state it is given."""
+    d = benchmark.make_data(1, 1, 256, 256, True)
+    ref = benchmark.lowprec.baseline_float64(d)
+    wrong = dict(d, params={k: np.concatenate([np.split(v, 4)[g] for g in (0, 3, 1, 2)])
+                            for k, v in d["params"].items()})
+    stateless = dict(d, h0=None, c0=None)
+    for bad in (wrong, stateless):
+        got = benchmark.lowprec.baseline_float64(bad)
+        for name in benchmark.lowprec.SYSTEMS:
+            ok, err, _, extra = benchmark.lowprec.check(name, got, ref)
+            assert not ok and err > 0.3 and extra["check_rms"] > 0.1, name
+    ok, err, errs, extra = benchmark.lowprec.check("fastlstm-float32", ref, ref)
+    assert ok and err == 0 and extra == dict(check_rms=0.0, bound=[1e-4, 1e-5])
+
+
+def test_int8_peers_missing_are_skipped_with_a_note(tmp_path, monkeypatch):
+    for name in ("torch", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    rc, md, data, _ = _run(tmp_path, *INT8)
+    assert rc == 0
+    cell = data["cells"][0]["systems"]
+    assert cell["fastlstm"]["status"] == cell["fastlstm-float32"]["status"] == "ok"
+    for name in ("onnxruntime-int8", "torch-int8", "torch-bf16"):
+        assert cell[name]["status"] == "skipped", name
+    assert "- torch-int8: skipped: torch is not installed" in md
+    assert "- onnxruntime-int8: skipped: onnxruntime is not installed" in md
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--modes", "fwd,fwd+bwd"], "inference only"),
+    (["--modes", "fwd+bwd"], "inference only"),
+    (["--dtype", "float64"], "--dtype applies to --precision float32"),
+    (["--systems", "torch"], "unknown torch with --precision int8"),
+    (["--peak-gflops", "100"], "int8 multiply-add peak"),
+])
+def test_int8_bad_options_exit_with_usage(capsys, tmp_path, monkeypatch, extra, message):
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: pytest.fail("it ran"))
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *INT8, "--out", str(tmp_path / "out"), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_int8_limit_is_the_larger_floor():
+    """b at 1 thread streams 1 MiB of int8 W_hh per step: read bound when the MAC peak is
+    high, MAC bound when it is low."""
+    cell = dict(benchmark.WORKLOADS["b"], mode="fwd", threads=1, dtype="int8",
+                flops=benchmark.fwd_flops(1, 100, 512, 512),
+                systems={"fastlstm": dict(status="ok", median_ms=10.0)})
+    hh = ih = 4 * 512 * 512
+    read = {str(hh): 50.0}
+    stream = 100 * hh / 50e9 + max(2 * 4 * 512 * 512 * 100 / 1000e9, ih / 50e9)
+    fast = benchmark.lowprec.int8_limit_fraction(cell, dict(int8_gops_per_core=1000.0,
+                                                            read_gbs=read))
+    assert fast == pytest.approx((stream / 10e-3, "read"))
+    slow = benchmark.lowprec.int8_limit_fraction(cell, dict(int8_gops_per_core=10.0,
+                                                            read_gbs=read))
+    assert slow == pytest.approx((cell["flops"] / 10e9 / 10e-3, "MAC"))
+
+
+def test_float32_run_is_unchanged_by_int8(tmp_path):
+    """--precision float32 (the default) keeps its systems, modes and columns."""
+    rc, md, data, _ = _run(tmp_path, "--systems", "fastlstm", "--precision", "float32")
+    assert rc == 0 and data["precision"] == "float32"
+    assert [c["mode"] for c in data["cells"]] == ["fwd", "fwd+bwd"]
+    assert "max / RMS err" not in md and "fastlstm GFLOP/s" in md
+
+
+DEMO = ["demo", "--seq-len", "5", "--batch", "2", "--input-size", "16", "--hidden-size", "16",
+        "--threads", "1"]
+
+
+def test_demo_shows_int8_time_and_error(capsys):
+    assert main(DEMO) == 0
+    out = capsys.readouterr().out
+    assert 'int8 (lstm.quantize("int8")' in out and "x the float32 model's speed" in out
+    line = next(line for line in out.splitlines() if "error vs float64" in line)
+    err = float(line.split("max ")[1].split(",")[0])
+    assert 1e-5 < err < benchmark.lowprec.BOUNDS["fastlstm"][0] and line.endswith("(ok)")
+
+
+def test_demo_reports_a_wrong_int8_result(capsys, monkeypatch):
+    from fastlstm.quantized import QuantizedLSTM
+    real = QuantizedLSTM.__call__
+
+    def off(self, x, hx=None, **kw):
+        out, state = real(self, x, hx, **kw)
+        return out + 0.1, state
+    monkeypatch.setattr(QuantizedLSTM, "__call__", off)
+    assert main(DEMO) == 1
+    assert "(MISMATCH)" in capsys.readouterr().out

@@ -48,6 +48,7 @@ def machine_info(peers):
     info = fastlstm.openmp_info()
     return dict(cpu=_cpu_model(), cpus=os.cpu_count(), usable_cpus=usable,
                 platform=platform.platform(), fastlstm_isa=info["isa"],
+                fastlstm_isa_int8=info.get("isa_int8"),
                 fastlstm_isas=info["isas"], fastlstm_openmp=info["enabled"],
                 env={k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                 "MKL_NUM_THREADS", "FASTLSTM_ISA",

@@ -5,6 +5,7 @@ import time
 
 import fastlstm
 
+from . import lowprec
 from .limits import measure_limits
 from .machine import _jsonable, _loadavg, _now, machine_info, versions
 from .measure import compare, summarize, time_interleaved
@@ -15,8 +16,11 @@ from .workloads import (FWD_ONLY, SCALING_B, SCALING_H, SCALING_T, TOLS, WORKLOA
                         mode_flops)
 
 
-def run_cell(d, mode, threads, systems, baseline, peers, opts, progress, label):
-    """Check and time the systems on one (workload, mode, threads). Returns {system: result}."""
+def run_cell(d, mode, threads, systems, baseline, peers, opts, progress, label, makers=MAKERS,
+             check=None):
+    """Check and time the systems on one (workload, mode, threads). Returns {system: result}.
+    check(name, got, baseline) -> (ok, error, {name: error}, extra result fields) replaces the
+    default check (compare within TOLS[dtype])."""
     results, live = {}, []
     gap = opts["gap"] if threads > 1 else 0.0
     with peers.pinned(threads):
@@ -25,7 +29,7 @@ def run_cell(d, mode, threads, systems, baseline, peers, opts, progress, label):
                 continue
             progress.say(f"{label}: check {name}")
             try:
-                s = MAKERS[name](d, mode, threads, peers)
+                s = makers[name](d, mode, threads, peers)
             except Unavailable as exc:
                 results[name] = dict(status="skipped", note=str(exc))
                 continue
@@ -35,12 +39,16 @@ def run_cell(d, mode, threads, systems, baseline, peers, opts, progress, label):
             try:
                 with s.context():
                     got = s.extract(s.fn())
-                ok, err, errs = compare(got, baseline, TOLS[opts.get("dtype", "float32")])
+                if check is None:
+                    ok, err, errs = compare(got, baseline, TOLS[opts.get("dtype", "float32")])
+                    extra = {}
+                else:
+                    ok, err, errs, extra = check(name, got, baseline)
             except Exception as exc:
                 results[name] = dict(status="error", note=f"{type(exc).__name__}: {exc}"[:400])
                 continue
             results[name] = dict(status="ok" if ok else "check failed", check_err=err,
-                                 check_errs=errs, note=s.note)
+                                 check_errs=errs, note=s.note, **extra)
             if ok:
                 live.append(s)
         if live:
@@ -68,6 +76,9 @@ def run_benchmark(opts, progress=None):
     wls, modes, threads, systems = (opts["workloads"], opts["modes"], opts["threads"],
                                     opts["systems"])
     dtype = opts.get("dtype", "float32")
+    precision = opts.get("precision", "float32")
+    int8 = precision == "int8"
+    makers, check = (lowprec.MAKERS, lowprec.check) if int8 else (MAKERS, None)
     for wl in wls:
         for mode in modes:
             n = sum(1 for s in systems if not (mode != "fwd" and s in FWD_ONLY))
@@ -76,7 +87,7 @@ def run_benchmark(opts, progress=None):
                               _estimate_cell(WORKLOADS[wl], mode, nt, n, opts,
                                              opts["gap"] if nt > 1 else 0.0))
     scaling_points = []
-    if opts["scaling"]:
+    if opts["scaling"] and not int8:  # the sweep is float32's
         scaling_points = ([("batch", dict(B=B, T=SCALING_T, I=256, H=256)) for B in SCALING_B]
                           + [("hidden", dict(B=16, T=SCALING_T, I=H, H=H)) for H in SCALING_H])
         sopts = dict(opts, budget=opts["scaling_budget"], rounds=None, min_rounds=3,
@@ -85,12 +96,15 @@ def run_benchmark(opts, progress=None):
             progress.plan(("scaling", axis, sz["B"], sz["H"]),
                           _estimate_cell(sz, "fwd", 1, len(systems), sopts, 0.0))
 
-    out = dict(started=_now(), dtype=dtype, tol=TOLS[dtype], machine=machine_info(peers),
+    out = dict(started=_now(), dtype=dtype, precision=precision, tol=TOLS[dtype],
+               machine=machine_info(peers),
                options=_jsonable(opts), cells=[], scaling=[], notes=[])
     out["machine"]["loadavg_start"] = _loadavg()
     progress.say("measuring this machine's multiply-add peak and read bandwidth")
-    out["limits"] = measure_limits(dtype, wls, threads, opts.get("peak_gflops"))
-    progress.say(f"bench: {dtype}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
+    out["limits"] = (lowprec.measure_int8_limits(wls, threads) if int8 else
+                     measure_limits(dtype, wls, threads, opts.get("peak_gflops")))
+    what = "int8 (checked against float64)" if int8 else dtype
+    progress.say(f"bench: {what}, workloads {''.join(wls)}, modes {','.join(modes)}, threads "
                  f"{','.join(map(str, threads))}, systems {','.join(systems)}")
     load = out["machine"]["loadavg_start"]
     if load and load[0] > 0.5:
@@ -102,15 +116,17 @@ def run_benchmark(opts, progress=None):
             d = make_data(sizes["B"], sizes["T"], sizes["I"], sizes["H"], sizes.get("state"),
                           dtype=dtype)
             for mode in modes:
-                base = baseline_of(d, mode, peers)
+                base = lowprec.baseline_float64(d) if int8 else baseline_of(d, mode, peers)
                 for nt in threads:
                     key = ("cell", wl, mode, nt)
                     label = (f"{wl}) {sizes['B']},{sizes['T']},{sizes['I']},{sizes['H']} "
                              f"{mode} {nt}thr")
                     progress.begin(key)
-                    res = run_cell(d, mode, nt, systems, base, peers, opts, progress, label)
+                    res = run_cell(d, mode, nt, systems, base, peers, opts, progress, label,
+                                   makers, check)
                     progress.end(key)
-                    out["cells"].append(dict(workload=wl, mode=mode, threads=nt, dtype=dtype,
+                    out["cells"].append(dict(workload=wl, mode=mode, threads=nt,
+                                             dtype="int8" if int8 else dtype,
                                              B=sizes["B"], T=sizes["T"], I=sizes["I"],
                                              H=sizes["H"], flops=mode_flops(sizes, mode),
                                              loadavg=_loadavg(), systems=res))

@@ -19,6 +19,7 @@ SHORT = {"numpy": "numpy", "torch": "torch", "torch-native": "native", "onnxrunt
 TOL = 1e-4  # float32
 TOLS = {"float32": TOL, "float64": 1e-9}
 DTYPES = tuple(TOLS)
+PRECISIONS = ("float32", "int8")  # int8: fastlstm's quantized model against low-precision peers
 SEED = 1234
 PEAK_GFLOPS_REFERENCE = 225.0  # one core's float32 FMA peak where peers/RESULTS.md was measured
 
