@@ -93,7 +93,9 @@ class _LSTMFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, grad_h, grad_c):
-        ctx.saved_tensors  # raises torch's "modified by an inplace operation" when it applies
+        params = ctx.saved_tensors  # raises torch's "modified by an inplace operation"
+        if grad_y is None and grad_h is None and grad_c is None:  # no output reached the loss
+            return (None,) * (7 + len(params))
         grads = ctx.backprop(*(None if g is None else _np(g) for g in (grad_y, grad_h, grad_c)),
                              num_threads=ctx.num_threads)
         need = ctx.needs_input_grad
@@ -117,7 +119,6 @@ def mask_drawer(dropout: float, dtype: torch.dtype) -> Callable[[Tuple[int, ...]
     return draw
 
 
-@torch.compiler.disable  # NumPy and C inside: torch.compile runs it as is (a graph break)
 def run(packed: PackedCopy, params: List[torch.Tensor], x: torch.Tensor,
         hx: Optional[Tuple[torch.Tensor, torch.Tensor]], lengths: Optional[np.ndarray],
         num_threads: int, dropout: float, training: bool):

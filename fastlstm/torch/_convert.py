@@ -23,7 +23,7 @@ _TO_TORCH = {LSTM: nn.LSTM, LSTMCell: nn.LSTMCell}
 def _why_not(module: nn.Module) -> str:
     """Why a torch LSTM cannot run on fastlstm ('' when it can)."""
     if type(module) not in _TO_FAST:
-        return (f"{type(module).__qualname__} subclasses {type(module).__mro__[1].__qualname__}"
+        return (f"{type(module).__name__} subclasses {type(module).__mro__[1].__name__}"
                 f" and may change its forward, which a converted module would drop")
     for name, p in module.named_parameters(recurse=False):
         if p.device.type != "cpu":

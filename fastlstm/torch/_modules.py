@@ -27,7 +27,7 @@ class _FastlstmMixin:
 
     def __getstate__(self):
         # the packed copy holds raw pointers: pickle, deepcopy and torch.save rebuild it
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())  # (RNNBase drops its weakrefs there)
         state["_fastlstm_packed"] = None
         return state
 
@@ -148,6 +148,8 @@ class LSTM(_FastlstmMixin, nn.LSTM):
         """A no-op, kept because scripts call it: fastlstm keeps its own packed copy of the
         parameters (see `repack`), there is no cuDNN buffer to compact."""
 
+    # NumPy and C inside: torch.compile runs it as is (a graph break at the call)
+    @torch.compiler.disable
     def forward(self, input: Union[Tensor, PackedSequence],  # noqa: A002 (torch's name)
                 hx: Optional[State] = None
                 ) -> Tuple[Union[Tensor, PackedSequence], State]:
@@ -256,6 +258,7 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
     def _fastlstm_params(self) -> List[Tensor]:
         return [p for _, p in self.named_parameters(recurse=False)]
 
+    @torch.compiler.disable  # as LSTM.forward
     def forward(self, input: Tensor, hx: Optional[State] = None) -> State:  # noqa: A002
         """One step, as ``torch.nn.LSTMCell.forward``.
 
