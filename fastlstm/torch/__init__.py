@@ -1,8 +1,8 @@
 """fastlstm for PyTorch users: ``torch.nn.Module``s that train and run on fastlstm's kernels.
 
-    >>> import torch, fastlstm.torch
-    >>> model = fastlstm.torch.convert(model)   # every nn.LSTM / nn.LSTMCell, weights included
-    >>> loss = model(x).sum(); loss.backward(); optimizer.step()
+    import fastlstm.torch
+    model = fastlstm.torch.convert(model)   # every nn.LSTM / nn.LSTMCell, weights included
+    loss = loss_fn(model(x), target); loss.backward(); optimizer.step()
 
 `LSTM` and `LSTMCell` are drop-in ``torch.nn.LSTM`` / ``torch.nn.LSTMCell`` subclasses (same
 constructor, parameters, ``state_dict``, forward); `convert` and `revert` swap them in a model.
