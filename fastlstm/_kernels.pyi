@@ -69,6 +69,12 @@ def pack_slabs(
     rows: np.ndarray,  # const floating[:, ::1]
     out: np.ndarray,  # floating[:, :, ::1]
 ) -> None: ...
+def repack_gate_rows(
+    w: np.ndarray,  # const floating[:, ::1], PyTorch's (4H, K)
+    order: np.ndarray,  # const Py_ssize_t[::1], (4Hp,): source row of each interleaved row, -1 pad
+    fwd: np.ndarray,  # floating[:, :, ::1], (4Hp/W, K, W)
+    bwd: np.ndarray,  # floating[:, :, ::1], (Kp/NR, 4Hp, NR)
+) -> None: ...
 def weight_group(dtype: object) -> int: ...
 # int8 inference kernels (src/int8_kernels.pxi; issue 19)
 INT8_ISAS: tuple[str, ...]

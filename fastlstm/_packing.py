@@ -3,10 +3,12 @@
 PyTorch stores weight_ih as (4H, I) with the gate blocks i, f, g, o one after another. The kernels
 want the four gates of a block of NR hidden units side by side (so the thread that owns a block has
 everything it needs), transposed, split into NR-wide panels and zero-padded. `pack` builds that
-from the user's arrays without touching them; every repack makes new arrays, so a backward pass
-still holding an older pack stays correct.
+from the user's arrays without touching them; every `pack` makes new arrays, so a backward pass
+still holding an older pack stays correct. `repack` instead rewrites a pack in place, for a
+training loop whose parameters change every step (fastlstm.torch), where the caller knows no
+tape still needs the old values.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -45,6 +47,8 @@ class Packed:
     proj_size: int = 0  # P; 0: no projection, and the two below are None
     w_hr: Optional[np.ndarray] = None  # forward, (Pp/NR, H, NR): W_hr^T by output panels
     w_hr_t: Optional[np.ndarray] = None  # backward, (Hp/NR, P, NR): W_hr by column panels
+    # `repack`'s zero-padded staging buffers, made on its first call
+    scratch: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def _aligned_empty(shape, dtype, align=64):
@@ -116,3 +120,43 @@ def pack(weight_ih, weight_hh, bias_ih, bias_hh, dtype, weight_hr=None):
         weight_group=group,
         **proj,
     )
+
+
+def _scratch(p, key, shape, dtype):
+    """A zero-filled buffer kept with the pack (the padding part is written once, here)."""
+    buf = p.scratch.get(key)
+    if buf is None:
+        buf = p.scratch[key] = np.zeros(shape, dtype)
+    return buf
+
+
+def repack(p, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+    """Write new parameter values into pack `p`'s arrays in place, bitwise as `pack` would make
+    them: no validation and no new arrays, for a training step that changes them every time.
+
+    The caller guarantees what `pack`'s callers check: the shapes `p` was packed from and p's
+    dtype; and that no backward still needs p's old values (its arrays, and the kernels' pointers
+    to them, stay the same)."""
+    dtype = p.w_ih.dtype
+    panel = PANEL[dtype]
+    src = p.scratch.get("src")
+    if src is None:
+        order = gate_order(p.hidden_size, panel).astype(np.intp)
+        src = p.scratch["src"] = (order, np.nonzero(order >= 0)[0], order[order >= 0])
+    order, dst_real, src_real = src
+    for w, fwd, bwd in ((weight_ih, p.w_ih, p.w_ih_t), (weight_hh, p.w_hh, p.w_hh_t)):
+        _kernels.repack_gate_rows(np.ascontiguousarray(w, dtype), order, fwd, bwd)
+    if p.bias is not None:
+        summed = _scratch(p, "bias_sum", (4 * p.hidden_size,), dtype)
+        np.add(bias_ih, bias_hh, out=summed)
+        if dst_real.size == p.bias.size:
+            np.take(summed, order, out=p.bias, mode="clip")
+        else:
+            p.bias[dst_real] = summed[src_real]
+    if p.proj_size:
+        P, H = p.proj_size, p.hidden_size
+        hr = _scratch(p, "hr", (round_up(P, panel), round_up(H, panel)), dtype)
+        hr[:P, :H] = weight_hr
+        _kernels.pack_slabs(hr, p.w_hr)
+        for u in range(p.w_hr_t.shape[0]):  # column panels of W_hr (P, H)
+            np.copyto(p.w_hr_t[u], hr[:P, u * panel:(u + 1) * panel])

@@ -24,6 +24,12 @@ def to_numpy(value):
 def as_float_array(name, value, dtype):
     """`value` as an aligned, C-contiguous array of the model's float dtype, never a view the caller
     owns for writing (kernels only read it). Other float dtypes are cast; anything else is a TypeError."""
+    if type(value).__name__ == "PackedSequence" and hasattr(value, "batch_sizes"):
+        raise TypeError(
+            f"{name} is a torch PackedSequence; fastlstm.LSTM takes a padded array and the "
+            f"lengths: padded, lengths = torch.nn.utils.rnn.pad_packed_sequence(packed), then "
+            f"lstm(padded, lengths=lengths). fastlstm.torch.LSTM (a torch.nn.Module) takes the "
+            f"PackedSequence itself")
     value = to_numpy(value)
     if not isinstance(value, np.ndarray):
         try:

@@ -90,6 +90,12 @@ class LSTMCell:
     @classmethod
     def from_torch(cls, module):
         """The same cell as a ``torch.nn.LSTMCell`` (float64 stays float64, else float32)."""
+        from .model import _check_torch_lstm, _is_torch_cell
+        _check_torch_lstm(module)
+        if not _is_torch_cell(module):
+            raise TypeError(f"LSTMCell.from_torch takes a torch.nn.LSTMCell; got "
+                            f"{type(module).__qualname__} (a whole-sequence LSTM): use "
+                            f"fastlstm.LSTM.from_torch")
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         wide = str(sd["weight_ih"].dtype) == "torch.float64"
         return cls.from_state_dict({k: (v.double() if wide else v.float()).numpy()

@@ -78,6 +78,47 @@ def _check_dropout(dropout):
     return float(dropout)
 
 
+# torch's recurrent modules that are not LSTMs, and what tells them apart (from_torch names it)
+_NOT_LSTM = {"GRU": "3 gate blocks (r, z, n), weight_ih_l0 of shape (3*hidden_size, input_size)",
+             "RNN_TANH": "1 gate block, weight_ih_l0 of shape (hidden_size, input_size)",
+             "RNN_RELU": "1 gate block, weight_ih_l0 of shape (hidden_size, input_size)",
+             "GRUCell": "3 gate blocks (r, z, n), weight_ih of shape (3*hidden_size, input_size)",
+             "RNNCell": "1 gate block, weight_ih of shape (hidden_size, input_size)"}
+
+
+def _torch_classes(module):
+    """Names of the torch.nn classes `module` is an instance of (torch is not imported)."""
+    return {c.__name__ for c in type(module).__mro__
+            if c.__module__.startswith("torch.nn.modules")}
+
+
+def _is_torch_cell(module):
+    return "LSTMCell" in _torch_classes(module)
+
+
+def _check_torch_lstm(module):
+    """from_torch's argument: a torch.nn.LSTM or LSTMCell (subclasses too), else a TypeError that
+    names what was given and why it cannot be read."""
+    classes = _torch_classes(module)
+    if "LSTM" in classes or "LSTMCell" in classes:
+        return
+    what = f"{type(module).__module__}.{type(module).__qualname__}"
+    mode = getattr(module, "mode", None) if "RNNBase" in classes else None
+    kind = mode if mode in _NOT_LSTM else next((c for c in ("GRUCell", "RNNCell")
+                                                if c in classes), None)
+    if kind is not None:
+        name = kind.replace("_TANH", "").replace("_RELU", "")
+        why = (f"{'an' if name.startswith('RNN') else 'a'} {name} has {_NOT_LSTM[kind]}, an "
+               f"LSTM has 4 (i, f, g, o): its weights cannot run as an LSTM")
+    elif not hasattr(module, "state_dict"):
+        why = "it is not a torch.nn.Module"
+    else:
+        why = ("for a model that contains LSTMs, convert each one (fastlstm.LSTM.from_torch("
+               "model.lstm)), or keep the model in torch and swap its LSTMs with "
+               "fastlstm.torch.convert(model)")
+    raise TypeError(f"from_torch takes a torch.nn.LSTM or torch.nn.LSTMCell; got {what}: {why}")
+
+
 class LSTM:
     """A multi-layer LSTM with ``torch.nn.LSTM``'s arguments, parameters, shapes and gate order.
 
@@ -290,8 +331,9 @@ class LSTM:
         """The same LSTM as a ``torch.nn.LSTM`` (any configuration) or the single-layer LSTM of
         a ``torch.nn.LSTMCell``'s weights, in its dtype (float64 stays float64; other float
         dtypes become float32)."""
+        _check_torch_lstm(module)
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        if type(module).__name__ == "LSTMCell":
+        if _is_torch_cell(module):
             sd = {f"{k}_l0": v for k, v in sd.items()}
         wide = str(sd["weight_ih_l0"].dtype) == "torch.float64"
         sd = {k: (v.double() if wide else v.float()).numpy() for k, v in sd.items()}
@@ -529,19 +571,31 @@ class LSTM:
         With dropout > 0, each layer's output but the last is dropped out (kept elements scaled
         by 1/(1-dropout)) with a mask drawn from `seed`, or from the model's generator.
         """
-        if lengths is None and self._small_train is not None:
-            out = self._small_train(x, hx, num_threads, self.batch_first)
-            if out is not None:  # a small call with nothing to convert or explain
-                return out
-        dropout, masks = None, {}
+        draw_mask = None
         if self.dropout and self.num_layers > 1:
             rng = self._rng if seed is None else np.random.default_rng(seed)
             keep = 1.0 - self.dropout
 
-            def dropout(layer, y):
-                mask = (rng.random(y.shape) < keep).astype(self.dtype)
+            def draw_mask(shape):
+                mask = (rng.random(shape) < keep).astype(self.dtype)
                 if keep:
                     mask *= self.dtype.type(1.0 / keep)
+                return mask
+
+        return self._forward_train(x, hx, lengths, num_threads, draw_mask)
+
+    def _forward_train(self, x, hx, lengths, num_threads, draw_mask):
+        """forward_train with dropout masks from draw_mask(shape) -> scaled mask array, or none
+        (fastlstm.torch draws them from torch's generator)."""
+        if lengths is None and draw_mask is None and self._small_train is not None:
+            out = self._small_train(x, hx, num_threads, self.batch_first)
+            if out is not None:  # a small call with nothing to convert or explain
+                return out
+        dropout, masks = None, {}
+        if draw_mask is not None:
+
+            def dropout(layer, y):
+                mask = draw_mask(y.shape)
                 masks[layer] = mask
                 return y * mask
 
