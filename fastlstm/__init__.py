@@ -10,11 +10,13 @@
 ``lstm.quantize("int8")`` gives an inference model with int8 weights (`QuantizedLSTM`).
 """
 import os as _os
+from typing import Any as _Any, Dict as _Dict
 
 from . import _kernels, reference
 from ._workspace import release_memory
 from .cell import LSTMCell
-from .model import LSTM, last_num_threads
+from ._direction import last_num_threads
+from .model import LSTM
 from .quantized import QuantizedLSTM, QuantizedLSTMCell
 
 __version__ = "0.1.0"
@@ -31,12 +33,12 @@ else:
     _kernels.select_isa(_kernels.best_isa())
 
 
-def openmp_enabled():
+def openmp_enabled() -> bool:
     """True when the kernels were built with OpenMP (False means every call runs on one thread)."""
     return _kernels.openmp_enabled()
 
 
-def openmp_info():
+def openmp_info() -> _Dict[str, _Any]:
     """How the kernels run here.
 
     Returns a dict: ``enabled`` (built with OpenMP), ``max_threads`` (what num_threads=None means:

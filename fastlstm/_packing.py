@@ -7,16 +7,16 @@ from the user's arrays without touching them; every repack makes new arrays, so 
 still holding an older pack stays correct.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from . import _kernels
 
-PANEL = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+PANEL: Dict[np.dtype[Any], int] = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
-def round_up(n, multiple):
+def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 

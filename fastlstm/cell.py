@@ -3,12 +3,22 @@
 A cell is a one-layer LSTM run for one step: it holds an `LSTM` and renames PyTorch's
 ``weight_ih_l0`` & co. to the cell's ``weight_ih`` & co., and its states lose the layer axis.
 """
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
+from ._typing import CellBackprop, FloatArray, Gradients, State
 from ._validate import as_float_array, to_numpy
 from .model import LSTM
+
+if TYPE_CHECKING:  # (for annotations only: quantized imports this module)
+    from .quantized import QuantizedLSTMCell
+
+_C = TypeVar("_C", bound="LSTMCell")
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _LAYER_SUFFIX = re.compile(r"\b(" + "|".join(_NAMES) + r")_l0\b")
@@ -31,7 +41,8 @@ class LSTMCell:
     (hidden_size,) with a 1-D x; None means zeros.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: npt.DTypeLike = np.float32, seed: Optional[int] = None) -> None:
         try:
             self._lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
         except MemoryError as exc:  # it names the LSTM inside; the user made a cell
@@ -41,13 +52,13 @@ class LSTMCell:
 
     # -- parameters: the LSTM's, without the layer suffix --------------------------------------
 
-    def parameters(self):
+    def parameters(self) -> Dict[str, FloatArray]:
         """The parameters by PyTorch's LSTMCell names, as read-only arrays."""
         return {k[:-3]: v for k, v in self._lstm.parameters().items()}
 
     state_dict = parameters
 
-    def set_parameters(self, **arrays):
+    def set_parameters(self, **arrays: npt.ArrayLike) -> None:
         """Replace some or all parameters by name (weight_ih, weight_hh, bias_ih, bias_hh)."""
         unknown = sorted(set(arrays) - set(self.parameters()))
         if unknown:
@@ -58,7 +69,7 @@ class LSTMCell:
         except (TypeError, ValueError) as exc:  # in the cell's names, which have no layer
             raise type(exc)(_LAYER_SUFFIX.sub(r"\1", str(exc))) from None
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load parameters by name (arrays or torch tensors); strict: missing or unexpected
         keys raise KeyError."""
         state_dict = dict(state_dict)
@@ -70,7 +81,8 @@ class LSTMCell:
         self.set_parameters(**{k: v for k, v in state_dict.items() if k in expected})
 
     @classmethod
-    def from_state_dict(cls, state_dict, *, dtype=None):
+    def from_state_dict(cls: Type[_C], state_dict: Mapping[str, Any], *,
+                        dtype: Optional[npt.DTypeLike] = None) -> _C:
         """An LSTMCell from weight_ih (4H, I), weight_hh (4H, H) and optional biases; the dtype
         is weight_ih's when it is float32/float64 unless given."""
         state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
@@ -88,7 +100,7 @@ class LSTMCell:
         return cell
 
     @classmethod
-    def from_torch(cls, module):
+    def from_torch(cls: Type[_C], module: Any) -> _C:
         """The same cell as a ``torch.nn.LSTMCell`` (float64 stays float64, else float32)."""
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         wide = str(sd["weight_ih"].dtype) == "torch.float64"
@@ -96,7 +108,7 @@ class LSTMCell:
                                     for k, v in sd.items()},
                                    dtype=np.float64 if wide else np.float32)
 
-    def quantize(self, mode="int8"):
+    def quantize(self, mode: str = "int8") -> QuantizedLSTMCell:
         """An inference copy of this cell with quantized weights: ``q = cell.quantize("int8")``.
 
         Parameters
@@ -119,13 +131,13 @@ class LSTMCell:
         from .quantized import QuantizedLSTMCell
         return QuantizedLSTMCell(self, mode)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"LSTMCell({self.input_size}, {self.hidden_size}"
                 f"{'' if self.bias else ', bias=False'}, dtype={self.dtype.name})")
 
     # -- running ------------------------------------------------------------------------------
 
-    def _prepare(self, x, hx):
+    def _prepare(self, x: Any, hx: Any) -> Tuple[FloatArray, State, bool]:
         """x as a one-step sequence (1, B, I) and the states as (1, B, H)."""
         shape = getattr(x, "shape", None)
         if shape is not None and len(shape) == 2:  # before x is copied
@@ -141,7 +153,7 @@ class LSTMCell:
         B = 1 if unbatched else x.shape[0]
         expected = (H,) if unbatched else (B, H)
         if hx is None:
-            states = (np.zeros((1, B, H), self.dtype),) * 2
+            states: List[FloatArray] = [np.zeros((1, B, H), self.dtype)] * 2
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"hx must be a tuple (h, c) of two arrays, got "
@@ -158,25 +170,29 @@ class LSTMCell:
                                      f"batch taken from x{', 1-D for a 1-D x' if unbatched else ''}"
                                      f"); got {s.shape}{hint}")
                 states.append(s.reshape(1, B, H))
-        return x.reshape(1, B, I), tuple(states), unbatched
+        return x.reshape(1, B, I), (states[0], states[1]), unbatched
 
-    def __call__(self, x, hx=None, *, num_threads=None):
+    def __call__(self, x: npt.ArrayLike, hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+                 *, num_threads: Optional[int] = None) -> State:
         """One step: returns the new (h, c), shaped like hx."""
-        seq, hx, unbatched = self._prepare(x, hx)
-        _, (h, c) = self._lstm(seq, hx, num_threads=num_threads)
+        seq, states, unbatched = self._prepare(x, hx)
+        _, (h, c) = self._lstm(seq, states, num_threads=num_threads)
         return (h[0, 0], c[0, 0]) if unbatched else (h[0], c[0])
 
     forward = __call__
 
-    def forward_train(self, x, hx=None, *, num_threads=None):
+    def forward_train(self, x: npt.ArrayLike,
+                      hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None, *,
+                      num_threads: Optional[int] = None) -> Tuple[State, CellBackprop]:
         """One step that keeps what the backward needs: ``(h, c), backprop``, where
         ``backprop(grad_h=None, grad_c=None)`` returns gradients keyed ``x``, ``h``, ``c`` and
         the parameter names."""
-        seq, hx, unbatched = self._prepare(x, hx)
-        _, (h, c), backprop_seq = self._lstm.forward_train(seq, hx, num_threads=num_threads)
+        seq, states, unbatched = self._prepare(x, hx)
+        _, (h, c), backprop_seq = self._lstm.forward_train(seq, states, num_threads=num_threads)
         shape = h.shape[1:] if not unbatched else h.shape[2:]
 
-        def backprop(grad_h=None, grad_c=None, *, num_threads=None):
+        def backprop(grad_h: Optional[npt.ArrayLike] = None, grad_c: Optional[npt.ArrayLike] = None,
+                     *, num_threads: Optional[int] = None) -> Gradients:
             ups = []
             for name, g in (("grad_h", grad_h), ("grad_c", grad_c)):
                 if g is not None:

@@ -36,19 +36,25 @@ the thread count with ``threadpoolctl.threadpool_limits`` or the
 ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` environment variables set
 before NumPy is imported.
 """
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["forward", "forward_train", "backward", "quantize_rows", "quantize_lstm",
            "int8_gates", "forward_int8", "forward_int8_layers", "INT8_MAX_K"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64 (fastlstm._typing's, restated:
+# this module imports nothing from fastlstm)
 
 
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _sigmoid_(a):
+def _sigmoid_(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Numerically stable sigmoid, in place: ``0.5 * tanh(0.5 * a) + 0.5``."""
     np.multiply(a, 0.5, out=a)
     np.tanh(a, out=a)
@@ -57,7 +63,7 @@ def _sigmoid_(a):
     return a
 
 
-def _transposed(w):
+def _transposed(w: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """C-contiguous copy of ``w.T``.
 
     OpenBLAS (NumPy's wheels) runs the per-step ``h @ W_hh^T`` for B >= 2
@@ -75,12 +81,15 @@ def _transposed(w):
     return out
 
 
-def _check_shape(name, a, shape):
+def _check_shape(name: str, a: npt.NDArray[Any], shape: Tuple[int, ...]) -> None:
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
 
 
-def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
+def _prepare(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: Optional[npt.ArrayLike],
+             bias_hh: Optional[npt.ArrayLike], h0: Optional[npt.ArrayLike], c0: Optional[npt.ArrayLike],
+             weight_hr: Optional[npt.ArrayLike] = None
+             ) -> Tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], Optional[npt.NDArray[Any]], npt.NDArray[Any], npt.NDArray[Any], Optional[npt.NDArray[Any]]]:
     """Validate shapes and cast everything to ``x.dtype`` (no copies when
     the dtype already matches; nothing here is ever written to)."""
     x = np.asarray(x)
@@ -123,7 +132,7 @@ def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _matmul(a, b, out, rowwise):
+def _matmul(a: npt.NDArray[Any], b: npt.NDArray[Any], out: npt.NDArray[Any], rowwise: bool) -> npt.NDArray[Any]:
     """``a @ b`` into ``out``; with ``rowwise``, one row at a time (a vector-matrix product per
     row, so a row's result does not depend on how many rows are computed together)."""
     if not rowwise:
@@ -133,7 +142,8 @@ def _matmul(a, b, out, rowwise):
     return out
 
 
-def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
+def _run(x: npt.NDArray[Any], w_ih: npt.NDArray[Any], w_hh: npt.NDArray[Any], bias: Optional[npt.NDArray[Any]], h0: npt.NDArray[Any], c0: npt.NDArray[Any], keep: bool,
+         w_hr: Optional[npt.NDArray[Any]] = None, rowwise: bool = False) -> Tuple[Any, ...]:
     """The forward time loop.  ``keep=True`` also stores what BPTT needs.
 
     Returns ``(hs, c_n, gates, cells, tanh_cells, raw)``: ``hs`` is
@@ -150,7 +160,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
     # B == 1 NumPy uses gemv, which is about as fast on the transposed view
     # (BLAS handles the transpose), so the copy would rarely pay off.
     w_hh_t = _transposed(w_hh) if (B >= 2 and T >= 8) or rowwise else w_hh.T
-    w_hr_t = None if w_hr is None else (_transposed(w_hr) if rowwise else w_hr.T)
+    w_hr_t: Any = None if w_hr is None else (_transposed(w_hr) if rowwise else w_hr.T)
 
     # Input projection for all time steps at once: one big, efficient GEMM.
     # With keep=True it is then activated in place, step by step, and
@@ -163,7 +173,10 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
 
     hs = np.empty((T + 1, B, P), dtype)
     hs[0] = h0
-    raw = np.empty((T, B, H), dtype) if (keep and w_hr is not None) else None
+    # (Any: these are None unless keep / w_hr, which every use below checks first)
+    raw: Any = np.empty((T, B, H), dtype) if (keep and w_hr is not None) else None
+    cells: Any
+    tanh_cells: Any
     if keep:
         cells = np.empty((T + 1, B, H), dtype)
         cells[0] = c0
@@ -175,7 +188,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
         tc_buf = np.empty((B, H), dtype)
     rec = np.empty((B, 4 * H), dtype)  # h_{t-1} @ W_hh^T
     ig = np.empty((B, H), dtype)  # i * g
-    h_raw = np.empty((B, H), dtype) if w_hr is not None else None
+    h_raw: Any = np.empty((B, H), dtype) if w_hr is not None else None
 
     for t in range(T):
         _matmul(hs[t], w_hh_t, rec, rowwise)
@@ -213,8 +226,10 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
 # ----------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------
-def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-            weight_hr=None, *, rowwise=False):
+def forward(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
+            bias_ih: Optional[npt.ArrayLike] = None, bias_hh: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None,
+            c0: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None, *,
+            rowwise: bool = False) -> Tuple[FloatArray, FloatArray, FloatArray]:
     """Run a one-layer LSTM over a sequence (inference, no cache).
 
     Parameters
@@ -260,8 +275,10 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     return hs[1:], hs[-1].copy(), c_n
 
 
-def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-                  weight_hr=None, *, rowwise=False):
+def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
+                  bias_ih: Optional[npt.ArrayLike] = None, bias_hh: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None,
+                  c0: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None, *, rowwise: bool = False
+                  ) -> Tuple[FloatArray, FloatArray, FloatArray, Dict[str, Any]]:
     """Like :func:`forward`, and also return the cache for :func:`backward`.
 
     Parameters
@@ -295,7 +312,8 @@ def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, 
     return hs[1:], hs[-1].copy(), c_n, cache
 
 
-def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
+def backward(cache: Dict[str, Any], grad_output: Optional[npt.ArrayLike] = None, grad_h_n: Optional[npt.ArrayLike] = None,
+             grad_c_n: Optional[npt.ArrayLike] = None) -> Dict[str, FloatArray]:
     """Backpropagation through time for :func:`forward_train`.
 
     Parameters
@@ -329,6 +347,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     if grad_output is None and grad_h_n is None and grad_c_n is None:
         raise ValueError("backward needs at least one of grad_output, grad_h_n, grad_c_n")
     x, w_ih, w_hh = cache["x"], cache["weight_ih"], cache["weight_hh"]
+    raw: Any  # (None without a projection, and used only with one)
     w_hr, raw = cache.get("weight_hr"), cache.get("raw")
     gates, cells, tanh_cells, hs = (cache["gates"], cache["cells"],
                                     cache["tanh_cells"], cache["hs"])
@@ -337,7 +356,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     P = w_hh.shape[1]
     dtype = x.dtype
 
-    def upstream(name, g, shape):
+    def upstream(name: str, g: Optional[npt.ArrayLike], shape: Tuple[int, ...]) -> FloatArray:
         # Own, writable copy (the loop updates dh / dc in place).
         if g is None:
             return np.zeros(shape, dtype)
@@ -354,7 +373,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     d_gates = np.empty((T, B, 4 * H), dtype)  # pre-activation gate grads
     dh_out = np.empty((B, P), dtype)  # dL/dh_t, of the (projected) h
     dh = np.empty((B, H), dtype) if w_hr is not None else dh_out  # of o * tanh(c)
-    d_hs = np.empty((T, B, P), dtype) if w_hr is not None else None
+    d_hs: Any = np.empty((T, B, P), dtype) if w_hr is not None else None  # (None: unused)
     tmp = np.empty((B, H), dtype)
     for t in range(T - 1, -1, -1):
         at = gates[t]
@@ -507,7 +526,7 @@ _F32 = np.float32
 _Q127 = np.float32(127.0)
 
 
-def quantize_rows(a):
+def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
     """Symmetric int8 quantization, one scale per row (the last axis).
 
     Parameters
@@ -546,12 +565,12 @@ def quantize_rows(a):
     return q, scale
 
 
-def _int_weights_t(q):
+def _int_weights_t(q: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """(K, N) float64 copy of an int8 weight's transpose, the right operand of `_int_sums`."""
     return np.ascontiguousarray(q.T, dtype=np.float64)
 
 
-def _int_sums(qa, qw_t):
+def _int_sums(qa: npt.NDArray[Any], qw_t: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
     """Exact int32 ``qa @ qw.T`` (qa int8 (..., K), qw_t from `_int_weights_t`).
 
     Done as a float64 matrix product: exact, see the comment block above."""
@@ -559,16 +578,18 @@ def _int_sums(qa, qw_t):
     if K > INT8_MAX_K:
         raise ValueError(f"int8 sums over K = {K} products can overflow int32 (127^2 * K >= "
                          f"2^31); the int8 scheme supports K <= {INT8_MAX_K}")
-    return np.matmul(qa.astype(np.float64), qw_t).astype(np.int32)
+    sums: npt.NDArray[np.int32] = np.matmul(qa.astype(np.float64), qw_t).astype(np.int32)
+    return sums
 
 
-def _dequantize(acc, s_a, s_w):
+def _dequantize(acc: npt.NDArray[Any], s_a: npt.NDArray[Any], s_w: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """fl(float32(acc) * fl(s_a * s_w)), s_a one scale per row of acc, s_w one per column."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return acc.astype(_F32) * (s_a[..., None] * s_w)
+        out: npt.NDArray[np.float32] = acc.astype(_F32) * (s_a[..., None] * s_w)
+    return out
 
 
-def _as_pair(name, pair, rows, cols):
+def _as_pair(name: str, pair: Any, rows: Optional[int], cols: Optional[int]) -> Tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Check a (q int8, scale float32) pair of a quantized weight."""
     try:
         q, s = pair
@@ -591,7 +612,8 @@ def _as_pair(name, pair, rows, cols):
     return q, s
 
 
-def quantize_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: Optional[npt.ArrayLike] = None,
+                  bias_hh: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None) -> Dict[str, Any]:
     """Quantize one layer and direction's parameters for `forward_int8`.
 
     Parameters are PyTorch's (as for :func:`forward`); float64 values are rounded to float32
@@ -625,7 +647,9 @@ def quantize_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=No
     return out
 
 
-def _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0, weight_hr):
+def _prepare_int8(x: npt.ArrayLike, weight_ih: Any, weight_hh: Any, bias: Optional[npt.ArrayLike], h0: Optional[npt.ArrayLike],
+                  c0: Optional[npt.ArrayLike], weight_hr: Any
+                  ) -> Tuple[npt.NDArray[Any], Tuple[npt.NDArray[Any], npt.NDArray[Any]], Tuple[npt.NDArray[Any], npt.NDArray[Any]], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]]]:
     x = np.asarray(x)
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
@@ -665,7 +689,8 @@ def _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0, weight_hr):
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _input_gates(x, w_ih, bias, w_ih_t=None):
+def _input_gates(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: npt.NDArray[Any],
+                 w_ih_t: Optional[npt.NDArray[Any]] = None) -> npt.NDArray[np.float32]:
     """gx = fl(deq(sum qx Q_ih) + bias) for every row of x (..., I): shape (..., 4H)."""
     q, s = w_ih
     qx, sx = quantize_rows(x)
@@ -676,7 +701,8 @@ def _input_gates(x, w_ih, bias, w_ih_t=None):
     return gx
 
 
-def _rec_gates(h, w_hh, w_hh_t=None):
+def _rec_gates(h: npt.NDArray[Any], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
+               w_hh_t: Optional[npt.NDArray[Any]] = None) -> npt.NDArray[np.float32]:
     """deq(sum qh Q_hh) for every row of h (B, H_out): shape (B, 4H)."""
     q, s = w_hh
     qh, sh = quantize_rows(h)
@@ -685,7 +711,9 @@ def _rec_gates(h, w_hh, w_hh_t=None):
     return _dequantize(_int_sums(qh, w_hh_t), sh, s)
 
 
-def int8_gates(x_t, h_prev, weight_ih, weight_hh, bias=None, weight_hr=None):
+def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
+               weight_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: Optional[npt.ArrayLike] = None,
+               weight_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]] = None) -> npt.NDArray[np.float32]:
     """The pre-activation gates ``a`` (B, 4H), float32, of one int8 step: x_t (B, I) and
     h_prev (B, H_out) float (float64 rounded to float32), the parameters as `quantize_lstm`
     returns them (``weight_hr`` only fixes H_out; it takes no part in the gates).
@@ -703,14 +731,15 @@ def int8_gates(x_t, h_prev, weight_ih, weight_hh, bias=None, weight_hr=None):
     return a
 
 
-def _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr):
+def _run_int8(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: npt.NDArray[Any], h0: npt.NDArray[Any], c0: npt.NDArray[Any],
+              w_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]]) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """The int8 time loop (all float32): returns hs (T+1, B, H_out) with hs[0] = h0, and c_n."""
     T, B, _ = x.shape
     H = w_ih[0].shape[0] // 4
     P = w_hh[0].shape[1]
     gates = _input_gates(x, w_ih, bias)  # (T, B, 4H): hoisted input part, bias included
     w_hh_t = _int_weights_t(w_hh[0])
-    w_hr_t = None if w_hr is None else _int_weights_t(w_hr[0])
+    w_hr_t: Any = None if w_hr is None else _int_weights_t(w_hr[0])  # (None: unused)
     hs = np.empty((T + 1, B, P), _F32)
     hs[0] = h0
     c = c0.copy()
@@ -737,7 +766,10 @@ def _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr):
     return hs, c
 
 
-def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr=None):
+def forward_int8(x: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], weight_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
+                 bias: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None, c0: Optional[npt.ArrayLike] = None,
+                 weight_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]] = None
+                 ) -> Tuple[FloatArray, FloatArray, FloatArray]:
     """Run one layer, one direction of the int8 LSTM (the scheme defined above).
 
     Parameters
@@ -768,7 +800,8 @@ def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr
     return (hs[1:].astype(dtype), hs[-1].astype(dtype), c_n.astype(dtype))
 
 
-def forward_int8_layers(x, layers, h0=None, c0=None):
+def forward_int8_layers(x: npt.ArrayLike, layers: Sequence[Sequence[Dict[str, Any]]],
+                        h0: Optional[npt.NDArray[Any]] = None, c0: Optional[npt.NDArray[Any]] = None) -> Tuple[FloatArray, FloatArray, FloatArray]:
     """A stack of int8 layers and directions, composed as PyTorch composes them.
 
     ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,

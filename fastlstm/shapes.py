@@ -11,13 +11,17 @@ activation at every step, to show what the cell does. Both are explanatory tools
     >>> desc["x"].shape, desc["weight_ih_l0"].shape, desc["W_f_l0"].shape, desc["h_n"].shape
     (('seq_len', 2, 3), (20, 3), (5, 8), (1, 2, 5))
 """
+from __future__ import annotations
+
 import operator
 import textwrap
 import types
 from collections import namedtuple
 from collections.abc import Mapping
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from ._validate import check_input, check_size, check_state, to_numpy
 
@@ -42,11 +46,11 @@ Row.__doc__ = """One tensor: its name, its shape (ints, or 'seq_len' / 'batch' w
 not given) and what it is."""
 
 
-def _suffix(layer, direction):
+def _suffix(layer: int, direction: int) -> str:
     return f"_l{layer}" + ("_reverse" if direction else "")
 
 
-def _fmt_shape(shape):
+def _fmt_shape(shape: Sequence[Union[int, str]]) -> str:
     inner = ", ".join(str(s) for s in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
@@ -74,29 +78,30 @@ class Description:
     ``str(desc)`` (and the REPL's ``repr``) is an aligned table; ``desc[name]`` is one Row.
     """
 
-    def __init__(self, config, sections, memory=None):
+    def __init__(self, config: Mapping[str, Any], sections: Sequence[Tuple[str, Sequence[Row]]],
+                 memory: Optional[Mapping[str, int]] = None) -> None:
         self.config = dict(config)
         self.config.setdefault("mode", None)
         self.sections = [(title, list(rows)) for title, rows in sections]
         self.memory = None if memory is None else dict(memory)
 
     @property
-    def rows(self):
+    def rows(self) -> List[Row]:
         return [row for _, rows in self.sections for row in rows]
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Row:
         for row in self.rows:
             if row.name == name:
                 return row
         raise KeyError(f"no row named {name!r}; the rows are {[r.name for r in self.rows]}")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.rows)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def format(self, width=100):
+    def format(self, width: int = 100) -> str:
         """The table, its meaning column wrapped so that lines stay within `width` characters."""
         rows = self.rows
         w_name = max(len(r.name) for r in rows)
@@ -135,28 +140,28 @@ class Description:
 
     __str__ = format
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.format()
 
 
-def _optional_size(name, value):
+def _optional_size(name: str, value: Any) -> Optional[int]:
     """seq_len / batch: None (shown symbolically) or an int >= 0."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise TypeError(f"{name} must be None or an int >= 0, got {value!r}")
     try:
-        value = operator.index(value)
+        n = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be None (shown as '{name}') or an int >= 0, got "
                         f"{type(value).__name__} {value!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be None (shown as '{name}') or an int >= 0, got {value}")
-    return value
+    if n < 0:
+        raise ValueError(f"{name} must be None (shown as '{name}') or an int >= 0, got {n}")
+    return n
 
 
-def _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first,
-                  bias):
+def _check_config(input_size: Any, hidden_size: Any, num_layers: Any, bidirectional: Any,
+                  proj_size: Any, batch_first: Any, bias: Any) -> Dict[str, Any]:
     config = {"input_size": check_size("input_size", input_size),
               "hidden_size": check_size("hidden_size", hidden_size),
               "num_layers": check_size("num_layers", num_layers),
@@ -174,8 +179,10 @@ def _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size,
     return config
 
 
-def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, proj_size=0,
-                    batch_first=False, bias=True, seq_len=None, batch=None, mode=None):
+def describe_config(input_size: int, hidden_size: int, num_layers: int = 1,
+                    bidirectional: bool = False, proj_size: int = 0, batch_first: bool = False,
+                    bias: bool = True, seq_len: Optional[int] = None, batch: Optional[int] = None,
+                    mode: Optional[str] = None) -> Description:
     """The shape and meaning of every tensor of an LSTM with this configuration (no weights
     needed). Arguments are ``torch.nn.LSTM``'s; seq_len and batch, when None, stay symbolic
     ('seq_len', 'batch') in the shapes. mode: None (a float model) or "int8", a quantized
@@ -198,7 +205,7 @@ def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, 
     return Description(config, _sections(**config), _memory(config) if mode else None)
 
 
-def _memory(config):
+def _memory(config: Mapping[str, Any]) -> Dict[str, int]:
     """Bytes of a quantized model's parameters (and of the float32 model's), from the sizes."""
     I, H, L, P = (config[k] for k in ("input_size", "hidden_size", "num_layers", "proj_size"))
     D = 2 if config["bidirectional"] else 1
@@ -211,7 +218,7 @@ def _memory(config):
             "float32": 4 * (weights + 2 * bias)}
 
 
-def describe(model, seq_len=None, batch=None):
+def describe(model: Any, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
     """The shape and meaning of every tensor of `model` (see `describe_config`).
 
     `model` is anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
@@ -221,11 +228,12 @@ def describe(model, seq_len=None, batch=None):
     describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s is "LSTM") is not
     read.
     """
+    get: Callable[..., Any]
     if isinstance(model, Mapping):
-        def get(key, default=None):
+        def get(key: str, default: Any = None) -> Any:
             return model.get(key, default)
     else:
-        def get(key, default=None):
+        def get(key: str, default: Any = None) -> Any:
             return getattr(model, key, default)
     missing = [k for k in ("input_size", "hidden_size") if get(k) is None]
     if missing:
@@ -239,8 +247,9 @@ def describe(model, seq_len=None, batch=None):
     return describe_config(**config, seq_len=seq_len, batch=batch)
 
 
-def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias,
-              seq_len, batch, mode=None):
+def _sections(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
+              proj_size: int, batch_first: bool, bias: bool, seq_len: Optional[int],
+              batch: Optional[int], mode: Optional[str] = None) -> List[Tuple[str, List[Row]]]:
     I, H, L, P = input_size, hidden_size, num_layers, proj_size
     D = 2 if bidirectional else 1
     H_out = P or H
@@ -341,7 +350,7 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
     out_shape = (B, T, D * H_out) if batch_first else (T, B, D * H_out)
     last = (L - 1) * D
 
-    def at(step, cols=""):  # output at time `step` (and feature slice `cols`), in x's layout
+    def at(step: int, cols: str = "") -> str:  # output at time `step` (and feature slice `cols`), in x's layout
         if batch_first:
             return f"output[:, {step}{cols}]"
         return f"output[{step}, :{cols}]" if cols else f"output[{step}]"
@@ -362,7 +371,8 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
     return sections
 
 
-def _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias):
+def _quantized_rows(sfx: str, blocks: str, src: str, I_k: int, H: int, H_out: int, P: int,
+                    bias: bool) -> List[Row]:
     """A quantized model's parameters of one layer and direction."""
     rows = [
         Row(f"weight_ih{sfx}", (4 * H, I_k),
@@ -386,7 +396,7 @@ def _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias):
     return rows
 
 
-def _float_only(model, what):
+def _float_only(model: Any, what: str) -> None:
     """Refuse a quantized model where the float weights are needed (trace, gate_weights)."""
     mode = getattr(model, "mode", None)
     if isinstance(mode, str) and mode in _MODES:
@@ -396,7 +406,8 @@ def _float_only(model, what):
             f"outputs with this one's")
 
 
-def gate_weights(model, gate, layer=0, direction=0):
+def gate_weights(model: Any, gate: str, layer: int = 0,
+                 direction: int = 0) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """One gate's weights in the textbook's one-matrix view.
 
     Returns ``(W, b)``: W of shape (hidden_size, I_k + H_out) such that the gate's
@@ -422,11 +433,11 @@ def gate_weights(model, gate, layer=0, direction=0):
 
 # -- trace -----------------------------------------------------------------------------------------
 
-def _state_dict(model):
+def _state_dict(model: Any) -> Dict[str, npt.NDArray[np.float64]]:
     return {k: np.array(to_numpy(v), dtype=np.float64) for k, v in model.state_dict().items()}
 
 
-def _sigmoid(a):
+def _sigmoid(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     # 1 / (1 + exp(-a)) overflows (with a warning) for large negative a; this form cannot
     return 0.5 * np.tanh(0.5 * a) + 0.5
 
@@ -460,12 +471,13 @@ class Trace:
 
     KEYS = ("x", "i_pre", "f_pre", "g_pre", "o_pre", "i", "f", "g", "o", "c", "h")
 
-    def __init__(self, values, output, h_n, c_n, num_layers, num_directions):
+    def __init__(self, values: Mapping[Tuple[int, int], Mapping[str, npt.NDArray[np.float64]]], output: npt.NDArray[np.float64],
+                 h_n: npt.NDArray[np.float64], c_n: npt.NDArray[np.float64], num_layers: int, num_directions: int) -> None:
         self._values = {key: types.MappingProxyType(arrays) for key, arrays in values.items()}
         self.output, self.h_n, self.c_n = output, h_n, c_n
         self.num_layers, self.num_directions = num_layers, num_directions
 
-    def _key(self, key):
+    def _key(self, key: Any) -> Tuple[int, int]:
         if isinstance(key, tuple) and len(key) == 2:
             layer, direction = key
         elif self.num_directions == 1 and not isinstance(key, tuple):
@@ -483,29 +495,30 @@ class Trace:
                            f"{self.num_layers - 1}, directions 0..{self.num_directions - 1}")
         return layer % self.num_layers, direction
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Mapping[str, npt.NDArray[np.float64]]:
         return self._values[self._key(key)]
 
-    def keys(self):
+    def keys(self) -> List[Tuple[int, int]]:
         """The (layer, direction) pairs, in the order the model computes them."""
         return list(self._values)
 
-    def step(self, t, layer=0, direction=0):
+    def step(self, t: int, layer: int = 0, direction: int = 0) -> Dict[str, npt.NDArray[np.float64]]:
         """The values at position t of one layer and direction: dict key -> (B, ·) array."""
         return {k: v[t] for k, v in self[layer, direction].items()}
 
     @property
-    def seq_len(self):
-        return self._values[0, 0]["x"].shape[0]
+    def seq_len(self) -> int:
+        """The number of time steps T."""
+        return int(self._values[0, 0]["x"].shape[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         first = self._values[0, 0]
         return (f"Trace(layers={self.num_layers}, directions={self.num_directions}, "
                 f"seq_len={self.seq_len}, keys={list(first)}; shapes " +
                 ", ".join(f"{k} {v.shape}" for k, v in first.items() if k in ("x", "c", "h")) +
                 ")")
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = []
         with np.printoptions(precision=4, suppress=True):
             for layer, direction in self.keys():
@@ -520,13 +533,14 @@ class Trace:
         return "\n".join(lines)
 
 
-def _config_of(model):
+def _config_of(model: Any) -> Dict[str, Any]:
     config = {k: getattr(model, k) for k in ("input_size", "hidden_size")}
     config.update({k: getattr(model, k, d) for k, d in _CONFIG_DEFAULTS.items()})
     return _check_config(**config)
 
 
-def trace(model, x, hx=None):
+def trace(model: Any, x: npt.ArrayLike, hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None
+          ) -> Trace:
     """Run `model` on x in plain float64 NumPy, keeping every gate value of every step.
 
     Parameters

@@ -7,9 +7,16 @@ layers together; nothing here computes an LSTM.
 
 ``onnx`` is imported inside the functions, so ``fastlstm`` imports without it.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ..model import LSTM
 
 # ONNX blocks (i, o, f, c) taken in this order give PyTorch's (i, f, g, o), and back.
 _ONNX_TO_TORCH = (0, 2, 3, 1)
@@ -231,7 +238,7 @@ def _batch_major_input(graph, tensor):
     return False
 
 
-def from_onnx(path_or_model, *, dtype=None):
+def from_onnx(path_or_model: Any, *, dtype: Optional[npt.DTypeLike] = None) -> LSTM:
     """Build a :class:`fastlstm.LSTM` from the ``LSTM`` nodes of an ONNX model.
 
     Parameters
@@ -302,7 +309,7 @@ def from_onnx(path_or_model, *, dtype=None):
 
 # -- export -----------------------------------------------------------------------------------
 
-def to_onnx(model, path, *, opset=_MIN_OPSET):
+def to_onnx(model: LSTM, path: Union[str, os.PathLike[str]], *, opset: int = _MIN_OPSET) -> Any:
     """Write `model` as a float32 ONNX model that onnxruntime runs with fastlstm's results.
 
     Parameters
