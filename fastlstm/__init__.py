@@ -34,18 +34,28 @@ else:
 
 
 def openmp_enabled() -> bool:
-    """True when the kernels were built with OpenMP (False means every call runs on one thread)."""
+    """Whether the kernels were built with OpenMP.
+
+    Returns
+    -------
+    bool
+        False means every call runs on one thread.
+    """
     return _kernels.openmp_enabled()
 
 
 def openmp_info() -> _Dict[str, _Any]:
     """How the kernels run here.
 
-    Returns a dict: ``enabled`` (built with OpenMP), ``max_threads`` (what num_threads=None means:
-    omp_get_max_threads(), governed by OMP_NUM_THREADS and threadpoolctl), ``last_num_threads``
-    (the team the last call from this Python thread really ran, None before any), ``isa`` (the
-    kernel variant in use), ``isas`` (the variants this CPU supports, best first) and
-    ``isa_int8`` (the int8 kernel variant in use: 'avx512vnni', 'avx2' or 'generic').
+    Returns
+    -------
+    dict
+        ``enabled`` (built with OpenMP), ``max_threads`` (what ``num_threads=None`` means:
+        ``omp_get_max_threads()``, governed by ``OMP_NUM_THREADS`` and threadpoolctl),
+        ``last_num_threads`` (the team the last call from this Python thread really ran, None
+        before any), ``isa`` (the kernel variant in use), ``isas`` (the variants this CPU
+        supports, best first) and ``isa_int8`` (the int8 kernel variant in use:
+        'avx512vnni', 'avx2' or 'generic').
     """
     return {
         "enabled": _kernels.openmp_enabled(),

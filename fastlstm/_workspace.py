@@ -101,6 +101,11 @@ def give(*arrays: Optional[npt.NDArray[Any]]) -> None:
 
 
 def release_memory() -> None:
-    """Free the scratch memory this Python thread keeps for later calls."""
+    """Free the scratch memory this Python thread keeps for later calls.
+
+    Buffers of 1 MiB and more are kept per Python thread and reused by the next call (fresh
+    memory costs a page fault per page); they never hold anything a caller sees. Other
+    threads' buffers go when those threads end.
+    """
     _free.buffers.clear()
     _free.results.clear()

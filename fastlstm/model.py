@@ -114,13 +114,28 @@ class LSTM:
         Adds a reverse direction per layer (parameters with the suffix ``_reverse``); the output
         holds the forward half, then the reverse half, on its last axis.
     proj_size : int, default 0
-        When > 0, h_t = W_hr (o * tanh(c_t)) has proj_size features (``weight_hr_l{k}``).
-        Runs on the NumPy reference path for now (same results, NumPy's speed).
+        When > 0, h_t = W_hr (o * tanh(c_t)) has proj_size features (``weight_hr_l{k}``),
+        as in PyTorch; fastlstm's kernels run it, forward and backward.
     dtype : {np.float32, np.float64}, default np.float32
         The dtype of the parameters, of the computation and of every output.
     seed : int or None
         Seed of the model's generator: the initial parameters, U(-1/sqrt(H), 1/sqrt(H)) as in
         PyTorch, then the dropout masks of `forward_train` calls that give no seed.
+
+    Raises
+    ------
+    TypeError
+        A size, ``proj_size`` or ``dropout`` of the wrong type (bools and floats are not
+        sizes), or a dtype other than float32 and float64.
+    ValueError
+        A size below 1, ``proj_size`` outside [0, hidden_size), ``dropout`` outside [0, 1].
+    MemoryError
+        Parameters (with the kernels' packed copies) larger than this machine's memory.
+
+    See Also
+    --------
+    LSTMCell : one step, ``torch.nn.LSTMCell``'s conventions.
+    fastlstm.reference.forward : the NumPy implementation the kernels are tested against.
 
     Notes
     -----
@@ -250,16 +265,50 @@ class LSTM:
         self._small, self._small_train = small, small_train
 
     def parameters(self) -> Dict[str, FloatArray]:
-        """The parameters by PyTorch name, as read-only arrays (change them with set_parameters).
-        Their memory is immutable bytes: neither they nor their bases can be made writable."""
+        """The parameters by PyTorch name, as read-only arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight_ih_l{k}`` (4H, I_k), ``weight_hh_l{k}`` (4H, H_out), ``bias_ih_l{k}``,
+            ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}`` (P, H), with the suffix ``_reverse``
+            for the reverse direction, in PyTorch's order. Their memory is immutable bytes:
+            neither they nor their bases can be made writable; change them with
+            `set_parameters`.
+        """
         return {name: value.view() for name, value in self._params.items()}
 
     def state_dict(self) -> Dict[str, FloatArray]:
-        """Same as parameters(): PyTorch names, read-only arrays."""
+        """The parameters by PyTorch name, as read-only arrays: the same as `parameters`.
+
+        Returns
+        -------
+        dict of str to ndarray
+            What ``torch.nn.LSTM.load_state_dict`` takes (after ``torch.from_numpy``).
+        """
         return self.parameters()
 
     def set_parameters(self, **arrays: npt.ArrayLike) -> None:
-        """Replace some or all parameters (by PyTorch name) and repack the kernels' copy."""
+        """Replace some or all parameters by PyTorch name, and repack the kernels' copy.
+
+        All arrays are checked before any is set. The model keeps its own copies (the arrays
+        given are never written to); a `forward_train`'s backprop keeps the parameters of its
+        forward.
+
+        Parameters
+        ----------
+        **arrays : array_like
+            ``name=array`` for each parameter to replace (``weight_ih_l0=...``), of exactly
+            its shape; other float dtypes are cast to the model's.
+
+        Raises
+        ------
+        TypeError
+            An unknown name (the message lists the model's), or values that are not floats.
+        ValueError
+            An array of the wrong shape (the message gives the shape and why; a transposed
+            weight is pointed out).
+        """
         unknown = sorted(set(arrays) - set(self._parameter_shapes()))
         if unknown:
             raise TypeError(f"unknown parameter name(s) {unknown}; this LSTM has "
@@ -267,8 +316,23 @@ class LSTM:
         self._set(arrays)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Load parameters by PyTorch name (NumPy arrays or torch tensors), cast to the model's
-        dtype. With strict, missing and unexpected keys raise KeyError."""
+        """Load parameters by PyTorch name, cast to the model's dtype.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like or torch.Tensor
+            Parameters by PyTorch name, such as ``torch.nn.LSTM.state_dict()``.
+        strict : bool, default True
+            Require exactly this model's names; without it, missing names keep their values
+            and unknown ones are ignored.
+
+        Raises
+        ------
+        KeyError
+            With ``strict``, missing or unexpected names (the message lists both).
+        TypeError, ValueError
+            As `set_parameters`: values that are not floats, or of the wrong shape.
+        """
         state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
         expected = set(self._parameter_shapes())
         missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
@@ -280,9 +344,35 @@ class LSTM:
     @classmethod
     def from_state_dict(cls: Type[_L], state_dict: Mapping[str, Any], *, batch_first: bool = False,
                         dropout: float = 0.0, dtype: Optional[npt.DTypeLike] = None) -> _L:
-        """Build an LSTM from PyTorch-named parameters; the configuration (sizes, num_layers,
-        bidirectional, proj_size, bias) is read from the names and shapes. The dtype is that of
-        weight_ih_l0 when it is float32/float64 (float32 otherwise) unless given."""
+        """Build an LSTM from PyTorch-named parameters.
+
+        The configuration (sizes, num_layers, bidirectional, proj_size, bias) is read from the
+        names and shapes.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like or torch.Tensor
+            Parameters by PyTorch name, such as ``torch.nn.LSTM.state_dict()``.
+        batch_first : bool, default False
+            The layout of the model's input and output (not recorded in the parameters).
+        dropout : float, default 0.0
+            Dropout between layers in `forward_train` (not recorded in the parameters).
+        dtype : {np.float32, np.float64}, optional
+            Default: ``weight_ih_l0``'s dtype when it is float32 or float64, else float32.
+
+        Returns
+        -------
+        LSTM
+            A model holding copies of these parameters.
+
+        Raises
+        ------
+        KeyError
+            ``weight_ih_l0`` or ``weight_hh_l0`` is missing, or the names do not form one
+            model (missing or unexpected keys).
+        ValueError
+            Shapes that do not form an LSTM.
+        """
         state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
         if "weight_ih_l0" not in state_dict or "weight_hh_l0" not in state_dict:
             raise KeyError(f"state_dict needs weight_ih_l0 and weight_hh_l0 (PyTorch's names); "
@@ -306,9 +396,25 @@ class LSTM:
 
     @classmethod
     def from_torch(cls: Type[_L], module: Any) -> _L:
-        """The same LSTM as a ``torch.nn.LSTM`` (any configuration) or the single-layer LSTM of
-        a ``torch.nn.LSTMCell``'s weights, in its dtype (float64 stays float64; other float
-        dtypes become float32)."""
+        """The same LSTM as a ``torch.nn.LSTM``, or a one-layer LSTM from a ``torch.nn.LSTMCell``.
+
+        Parameters
+        ----------
+        module : torch.nn.LSTM or torch.nn.LSTMCell
+            Any configuration; its parameters are copied (from any device). float64 stays
+            float64; other float dtypes become float32. ``batch_first`` and ``dropout`` are
+            taken from it.
+
+        Returns
+        -------
+        LSTM
+            A model that gives ``module``'s results.
+
+        Raises
+        ------
+        KeyError, ValueError
+            ``module``'s parameters do not form an LSTM (see `from_state_dict`).
+        """
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         if type(module).__name__ == "LSTMCell":
             sd = {f"{k}_l0": v for k, v in sd.items()}
@@ -320,34 +426,119 @@ class LSTM:
 
     @classmethod
     def from_keras(cls, layer: Any, **kwargs: Any) -> LSTM:
-        """A Keras 3 LSTM (a layer, a Bidirectional of one, a list of stacked ones, or their
-        get_weights() arrays) as a batch-first fastlstm LSTM; see `fastlstm.interop.keras`."""
+        """A Keras 3 LSTM as a batch-first fastlstm LSTM.
+
+        Parameters
+        ----------
+        layer : Keras layer, list of layers, or arrays
+            A built ``keras.layers.LSTM``, a ``Bidirectional`` of one, a list of stacked ones,
+            or their ``get_weights()`` arrays.
+        **kwargs
+            ``dtype`` and ``batch_first``, as `fastlstm.interop.keras.from_keras` takes them.
+
+        Returns
+        -------
+        LSTM
+            See `fastlstm.interop.keras.from_keras`.
+
+        Raises
+        ------
+        NotImplementedError
+            Options fastlstm's cell cannot compute (named in the message).
+        ValueError, TypeError
+            Unbuilt layers, wrong shapes, or layers that do not form one stack.
+        """
         from .interop.keras import from_keras
         return from_keras(layer, **kwargs)
 
     @classmethod
     def from_onnx(cls, model: Any, **kwargs: Any) -> LSTM:
-        """The LSTM nodes of an ONNX model (a path or a ModelProto); see `fastlstm.interop.onnx`."""
+        """The LSTM nodes of an ONNX model, as a fastlstm LSTM.
+
+        Parameters
+        ----------
+        model : str, os.PathLike or onnx.ModelProto
+            The ``.onnx`` file or the loaded model.
+        **kwargs
+            ``dtype``, as `fastlstm.interop.onnx.from_onnx` takes it.
+
+        Returns
+        -------
+        LSTM
+            See `fastlstm.interop.onnx.from_onnx`.
+
+        Raises
+        ------
+        NotImplementedError
+            Options fastlstm's cell cannot compute (named in the message).
+        ValueError
+            No LSTM node, weights that are not constants, or nodes that do not form one stack.
+        ImportError
+            The ``onnx`` package is not installed.
+        """
         from .interop.onnx import from_onnx
         return from_onnx(model, **kwargs)
 
     def to_onnx(self, path: Any, **kwargs: Any) -> Any:
-        """Write this LSTM as a float32 ONNX model; see `fastlstm.interop.onnx`."""
+        """Write this LSTM as a float32 ONNX model that ONNX Runtime runs.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write the ``.onnx`` file.
+        **kwargs
+            Options of `fastlstm.interop.onnx.to_onnx` (``opset``).
+
+        Returns
+        -------
+        onnx.ModelProto
+            The model written; its inputs and outputs are described in
+            `fastlstm.interop.onnx.to_onnx`.
+
+        Raises
+        ------
+        NotImplementedError
+            ``proj_size > 0``: the ONNX LSTM operator has no projection.
+        ValueError
+            An unsupported ``opset``.
+        ImportError
+            The ``onnx`` package is not installed.
+        """
         from .interop.onnx import to_onnx
         return to_onnx(self, path, **kwargs)
 
     def config(self) -> Dict[str, Any]:
-        """The constructor arguments (without seed) as a dict of plain Python values."""
+        """The constructor arguments (without seed) as a dict of plain Python values.
+
+        Returns
+        -------
+        dict
+            ``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``,
+            ``dropout``, ``bidirectional``, ``proj_size`` and ``dtype`` (its name):
+            ``LSTM(**lstm.config())`` builds the same configuration.
+        """
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional,
                     proj_size=self.proj_size, dtype=self.dtype.name)
 
     def save(self, path: Union[str, os.PathLike[str], IO[bytes]]) -> None:
-        """Write the configuration and the weights to a ``.npz`` that NumPy alone reads (no
-        pickle): ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text), the parameters.
-        path: a file name, written as given (np.savez would add ``.npz`` to one without it, and
-        `load` of the same name would not find it), or a binary file object."""
+        """Write the configuration and the weights to a ``.npz`` that NumPy alone reads.
+
+        The file holds ``fastlstm_format`` (int), ``fastlstm_config`` (JSON text) and the
+        parameters by PyTorch name; no pickle. `load` reads it.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            A file name, written as given (``np.savez`` would add ``.npz`` to a name without
+            it, and `load` of the same name would not find it), or a file opened for writing.
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+        """
         _save_npz(path, _FLOAT_FORMAT, self.config(), self._params)
 
     def __reduce__(self) -> Tuple[Any, ...]:
@@ -360,8 +551,24 @@ class LSTM:
     def load(cls, path: Union[str, os.PathLike[str], IO[bytes]]) -> Union[LSTM, QuantizedLSTM]:
         """Read a model written by `save` (``allow_pickle=False``: loading runs no code).
 
-        A file written by `QuantizedLSTM.save` gives that `QuantizedLSTM` (format 2); float
-        models' files (format 1) give an LSTM, as they always have."""
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file `save` (or `QuantizedLSTM.save`) wrote.
+
+        Returns
+        -------
+        LSTM or QuantizedLSTM
+            A float model's file (format 1) gives an `LSTM`, a quantized one's (format 2) the
+            `QuantizedLSTM`.
+
+        Raises
+        ------
+        ValueError
+            The file is not fastlstm's, or has a format newer than this fastlstm reads.
+        OSError
+            The file cannot be read.
+        """
         with np.load(path, allow_pickle=False) as data:
             if "fastlstm_format" not in data or "fastlstm_config" not in data:
                 raise ValueError(f"{path} is not a file written by fastlstm.LSTM.save (it lacks "
@@ -406,12 +613,47 @@ class LSTM:
         return QuantizedLSTM(self, mode)
 
     def describe(self, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
-        """Every tensor's shape and meaning (printable table); see `fastlstm.shapes`."""
+        """Every tensor's shape and meaning, as a printable table.
+
+        Parameters
+        ----------
+        seq_len, batch : int, optional
+            Sizes to put in the shapes; None leaves them symbolic (``'seq_len'``, ``'batch'``).
+
+        Returns
+        -------
+        fastlstm.shapes.Description
+            ``print(desc)`` shows the table; ``desc['h0'].shape`` is one tensor's shape.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``seq_len`` or ``batch`` not None nor an int >= 0.
+        """
         from .shapes import describe
         return describe(self, seq_len=seq_len, batch=batch)
 
     def trace(self, x: npt.ArrayLike, hx: StateLike = None) -> Trace:
-        """Every step's gate pre-activations and activations, c and h; see `fastlstm.shapes`."""
+        """Run x in plain float64 NumPy, keeping every gate value of every step.
+
+        Parameters
+        ----------
+        x : array_like
+            As for `__call__`.
+        hx : (h0, c0) or None
+            As for `__call__`.
+
+        Returns
+        -------
+        fastlstm.shapes.Trace
+            ``tr[layer, direction]['f']`` is the forget gate at every step; see
+            `fastlstm.shapes.trace`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As `__call__`, for x and hx.
+        """
         from .shapes import trace
         return trace(self, x, hx)
 
@@ -500,18 +742,49 @@ class LSTM:
                  lengths: Optional[npt.ArrayLike] = None, num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
         """Run the sequence: ``output, (h_n, c_n) = lstm(x, hx)``.
 
-        x is (seq_len, batch, input_size), (batch, seq_len, input_size) with batch_first, or
-        (seq_len, input_size) for one unbatched sequence. hx = (h0, c0) with h0 of shape
-        (num_layers * num_directions, batch, H_out) and c0 (..., hidden_size), 2-D for
-        unbatched x (H_out = proj_size or hidden_size); None means zeros. output has x's layout
-        with num_directions * H_out features; h_n and c_n have h0's and c0's shapes.
+        Parameters
+        ----------
+        x : array_like
+            (seq_len, batch, input_size), (batch, seq_len, input_size) with ``batch_first``, or
+            (seq_len, input_size) for one unbatched sequence. Any float dtype (cast to the
+            model's), any memory layout; never written to.
+        hx : (h0, c0) or None
+            h0 of shape (num_layers * num_directions, batch, H_out) and c0 of shape
+            (num_layers * num_directions, batch, hidden_size), whatever ``batch_first`` says
+            (2-D for an unbatched x), row ``layer * num_directions + direction``;
+            H_out = proj_size or hidden_size. None means zeros.
+        lengths : array_like of int, shape (batch,), optional
+            Each sequence's own length, in [0, seq_len], any order, as PyTorch's
+            PackedSequence: output rows past a length are 0; h_n, c_n are each sequence's state
+            at its own last step (the initial state for length 0); the reverse direction starts
+            at each sequence's last step; padding is never read. Each row equals its sequence
+            run alone, bitwise.
+        num_threads : int, optional
+            The most OpenMP threads to use; None: OpenMP's setting (``OMP_NUM_THREADS``,
+            threadpoolctl). A call starts only the threads its work pays for
+            (``openmp_info()['last_num_threads']`` says how many ran). Results do not depend
+            on it.
 
-        lengths (batch,) integers in [0, seq_len], any order: each sequence's own length, as
-        PyTorch's PackedSequence. Output rows past a length are 0; h_n, c_n are each sequence's
-        state at its own last step (the initial state for length 0); the reverse direction starts
-        at each sequence's last step; padding is never read. Each row equals its sequence run
-        alone, bitwise. num_threads=None uses OpenMP's setting; either way it is an upper bound:
-        a call starts only the threads its work pays for (``openmp_info()['last_num_threads']``).
+        Returns
+        -------
+        output : ndarray
+            x's layout with num_directions * H_out features: the forward half, then the
+            reverse half.
+        (h_n, c_n) : tuple of ndarray
+            The last states, shaped as h0 and c0.
+
+        Raises
+        ------
+        ValueError
+            A shape that does not fit the model (the message names the argument, the shape
+            expected and why, and the usual fix), bad ``lengths`` or ``num_threads``.
+        TypeError
+            Values that are not floats (ints, bools, complex, objects, ragged lists), ``hx``
+            that is not a pair, ``lengths`` that are not integers.
+        MemoryError
+            A call whose buffers cannot fit in memory, refused before any work.
+        KeyboardInterrupt
+            Ctrl-C during a long call from the main thread, within milliseconds.
         """
         if lengths is None and self._small is not None:
             out = self._small(x, hx, num_threads, self.batch_first)
@@ -524,9 +797,34 @@ class LSTM:
 
     def step(self, x_t: npt.ArrayLike, state: StateLike = None, *,
              num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
-        """One time step of the whole stack, for streaming: ``output_t, (h, c) = lstm.step(x_t,
-        (h, c))``. x_t is (batch, input_size) or (input_size,); the states are those of
-        `__call__` (None: zeros). Steps in a row equal one call over the sequence, bitwise."""
+        """One time step of the whole stack, for streaming: ``y_t, (h, c) = lstm.step(x_t, (h, c))``.
+
+        Steps in a row equal one call over the sequence, bitwise.
+
+        Parameters
+        ----------
+        x_t : array_like
+            (batch, input_size), or (input_size,) unbatched.
+        state : (h, c) or None
+            The states of `__call__` (2-D for an unbatched x_t); None means zeros.
+        num_threads : int, optional
+            As for `__call__`.
+
+        Returns
+        -------
+        output_t : ndarray
+            (batch, H_out), or (H_out,) unbatched: the last layer's h.
+        (h, c) : tuple of ndarray
+            The new states, shaped as ``state``.
+
+        Raises
+        ------
+        ValueError
+            A bidirectional model (its reverse direction needs the end of the sequence), or
+            shapes as in `__call__`.
+        TypeError
+            As `__call__`.
+        """
         if self.bidirectional:
             raise ValueError("a bidirectional LSTM cannot run step by step: its reverse "
                              "direction starts from the end of the sequence, which a stream has "
@@ -548,12 +846,33 @@ class LSTM:
                       num_threads: Optional[int] = None) -> Tuple[FloatArray, State, Backprop]:
         """Forward that keeps what the backward needs.
 
-        Returns ``output, (h_n, c_n), backprop``; ``backprop(grad_output=None, grad_h_n=None,
-        grad_c_n=None, *, num_threads=None)`` returns the gradients as a dict keyed ``x``,
-        ``h0``, ``c0`` and the parameter names. It can be called any number of times; it uses
-        the parameters as they were at this forward, even if they are set again meanwhile.
-        With dropout > 0, each layer's output but the last is dropped out (kept elements scaled
-        by 1/(1-dropout)) with a mask drawn from `seed`, or from the model's generator.
+        Parameters
+        ----------
+        x, hx, lengths
+            As for `__call__`; gradients flow only through valid steps of a ragged batch.
+        seed : int, optional
+            Seed of this call's dropout masks; None draws them from the model's generator.
+            With ``dropout > 0``, each layer's output but the last is dropped out (kept
+            elements scaled by 1 / (1 - dropout)).
+        num_threads : int, optional
+            As for `__call__`; ``backprop`` takes its own.
+
+        Returns
+        -------
+        output, (h_n, c_n)
+            As `__call__` returns them.
+        backprop : callable
+            ``backprop(grad_output=None, grad_h_n=None, grad_c_n=None, *, num_threads=None)``
+            returns the gradients as a dict keyed ``x``, ``h0``, ``c0`` and the parameter
+            names (at least one upstream gradient is needed; None counts as zeros). It can
+            be called any number of times, from any thread, and uses the parameters as they
+            were at this forward.
+
+        Raises
+        ------
+        ValueError, TypeError, MemoryError
+            As `__call__`; ``backprop`` raises ValueError for an upstream gradient of the
+            wrong shape, or when all three are None.
         """
         if lengths is None and self._small_train is not None:
             out = self._small_train(x, hx, num_threads, self.batch_first)

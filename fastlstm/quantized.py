@@ -174,7 +174,13 @@ class QuantizedLSTM:
         _h_out = LSTM._h_out
 
     def config(self) -> Dict[str, Any]:
-        """The float model's constructor arguments and ``mode``, as plain Python values."""
+        """The float model's constructor arguments and ``mode``, as plain Python values.
+
+        Returns
+        -------
+        dict
+            `LSTM.config`'s keys and ``mode``.
+        """
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional,
@@ -280,18 +286,47 @@ class QuantizedLSTM:
         return model
 
     def parameters(self) -> Dict[str, npt.NDArray[Any]]:
-        """The int8 weights, their float32 scales and the float32 biases by name (see the class
-        notes), as read-only arrays over immutable memory."""
+        """The int8 weights, their float32 scales and the float32 biases by name.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The arrays the class notes list, read-only, over immutable memory.
+        """
         return {name: value.view() for name, value in self._params.items()}
 
     state_dict = parameters
 
     def set_parameters(self, **arrays: Any) -> NoReturn:
-        """Refused: quantized weights are not set. Raises TypeError."""
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        **arrays
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "set_parameters")
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> NoReturn:
-        """Refused: quantized weights are not set. Raises TypeError."""
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Ignored.
+        strict : bool, default True
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "load_state_dict")
 
     @property
@@ -310,12 +345,27 @@ class QuantizedLSTM:
         ----------
         path : str, os.PathLike or binary file object
             Written as given (no ``.npz`` is added).
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
         """
         _save_npz(path, _QUANTIZED_FORMAT, self.config(), self._params)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str], IO[bytes]]) -> QuantizedLSTM:
         """Read a quantized model written by `save` (``allow_pickle=False``).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file `save` wrote.
+
+        Returns
+        -------
+        QuantizedLSTM
+            The model saved.
 
         Raises
         ------
@@ -338,17 +388,51 @@ class QuantizedLSTM:
     def forward_train(self, x: npt.ArrayLike, hx: StateLike = None, *,
                       lengths: Optional[npt.ArrayLike] = None, seed: Optional[int] = None,
                       num_threads: Optional[int] = None) -> NoReturn:
-        """Refused: a quantized model does not train. Raises TypeError."""
+        """Refused: a quantized model does not train.
+
+        Parameters
+        ----------
+        x, hx, lengths, seed, num_threads
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "forward_train (and its backprop)")
 
     def trace(self, x: npt.ArrayLike, hx: StateLike = None) -> NoReturn:
-        """Not available for a quantized model. Raises NotImplementedError."""
+        """Not available for a quantized model: trace the float model it came from.
+
+        Parameters
+        ----------
+        x, hx
+            Ignored.
+
+        Raises
+        ------
+        NotImplementedError
+            Always: a trace follows the float computation, which this model does not run.
+        """
         from .shapes import trace
         trace(self, x, hx)  # which refuses, saying why
         raise AssertionError("unreachable: shapes.trace refuses quantized models")
 
     def to_onnx(self, path: Any, **kwargs: Any) -> NoReturn:
-        """Not available for a quantized model. Raises NotImplementedError."""
+        """Not available for a quantized model: export the float model instead.
+
+        Parameters
+        ----------
+        path, **kwargs
+            Ignored.
+
+        Raises
+        ------
+        NotImplementedError
+            Always: ONNX has no int8 LSTM with fastlstm's per-row scheme (the message says
+            how to quantize an exported float model with ONNX Runtime).
+        """
         raise NotImplementedError(
             f"to_onnx() writes float LSTMs; ONNX has no int8 LSTM with fastlstm's per-row scheme "
             f"(ONNX Runtime's DynamicQuantizeLSTM quantizes differently). Export the float model "
@@ -358,8 +442,23 @@ class QuantizedLSTM:
     # -- describing ------------------------------------------------------------------------
 
     def describe(self, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
-        """Every tensor's shape and meaning, the int8 parameters and their memory (printable
-        table); see `fastlstm.shapes.describe`."""
+        """Every tensor's shape and meaning, the int8 parameters and their memory.
+
+        Parameters
+        ----------
+        seq_len, batch : int, optional
+            Sizes to put in the shapes; None leaves them symbolic.
+
+        Returns
+        -------
+        fastlstm.shapes.Description
+            A printable table; ``desc.memory`` holds the parameters' bytes.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``seq_len`` or ``batch`` not None nor an int >= 0.
+        """
         from .shapes import describe
         return describe(self, seq_len=seq_len, batch=batch)
 
@@ -393,8 +492,23 @@ class QuantizedLSTM:
                  num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
         """Run the sequence: ``output, (h_n, c_n) = q(x, hx, lengths=..., num_threads=...)``.
 
-        Shapes, layouts, ``lengths`` and ``num_threads`` as `LSTM.__call__`; x, hx and the
-        outputs are in the model's dtype, the computation in float32 (the int8 scheme).
+        x, hx and the outputs are in the model's dtype, the computation in float32 (the int8
+        scheme).
+
+        Parameters
+        ----------
+        x, hx, lengths, num_threads
+            Shapes, layouts and meaning as for `LSTM.__call__`.
+
+        Returns
+        -------
+        output, (h_n, c_n)
+            As `LSTM.__call__` returns them.
+
+        Raises
+        ------
+        ValueError, TypeError, MemoryError
+            As `LSTM.__call__`, with the same messages.
         """
         nt = check_num_threads(num_threads)
         if lengths is None and self._one_direction:
@@ -502,7 +616,14 @@ class QuantizedLSTMCell:
         self.bias, self.dtype, self.mode = cell.bias, cell.dtype, mode
 
     def parameters(self) -> Dict[str, npt.NDArray[Any]]:
-        """The int8 weights, their scales and the bias by the cell's names, read-only."""
+        """The int8 weights, their scales and the bias by the cell's names, read-only.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight_ih``, ``weight_ih_scale``, ``weight_hh``, ``weight_hh_scale`` and, with
+            bias, ``bias``.
+        """
         return {k[:-3]: v for k, v in self._lstm.parameters().items()}
 
     state_dict = parameters
@@ -513,17 +634,52 @@ class QuantizedLSTMCell:
         return self._lstm.nbytes
 
     def set_parameters(self, **arrays: Any) -> NoReturn:
-        """Refused: quantized weights are not set. Raises TypeError."""
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        **arrays
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "set_parameters")
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> NoReturn:
-        """Refused: quantized weights are not set. Raises TypeError."""
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Ignored.
+        strict : bool, default True
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "load_state_dict")
 
     def forward_train(self, x: npt.ArrayLike,
                       hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None, *,
                       num_threads: Optional[int] = None) -> NoReturn:
-        """Refused: a quantized cell does not train. Raises TypeError."""
+        """Refused: a quantized cell does not train.
+
+        Parameters
+        ----------
+        x, hx, num_threads
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "forward_train (and its backprop)")
 
     def __repr__(self) -> str:

@@ -257,12 +257,20 @@ def forward(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike
 
     Returns
     -------
-    output : ndarray, shape (T, B, H)
+    output : ndarray, shape (T, B, H_out)
         Hidden state of every step.
-    h_n : ndarray, shape (B, H)
+    h_n : ndarray, shape (B, H_out)
         Last hidden state (``h0`` when ``T == 0``).
     c_n : ndarray, shape (B, H)
         Last cell state (``c0`` when ``T == 0``).
+
+    Raises
+    ------
+    TypeError
+        x is not float32 or float64.
+    ValueError
+        A shape that does not fit (the message names the array, the shape expected and the
+        shape given).
 
     Notes
     -----
@@ -283,7 +291,7 @@ def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.Arr
 
     Parameters
     ----------
-    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0
+    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr, rowwise
         As in :func:`forward`.
 
     Returns
@@ -293,8 +301,13 @@ def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.Arr
     cache : dict
         What :func:`backward` needs: activated gates ``(T, B, 4H)``, cell
         states ``(T+1, B, H)`` (``c0`` first), ``tanh`` of the cells, the
-        hidden states ``(T+1, B, H)`` (``h0`` first; ``output`` is a view of
+        hidden states ``(T+1, B, H_out)`` (``h0`` first; ``output`` is a view of
         them), ``x`` and the weights (cast to ``x.dtype``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As in :func:`forward`.
 
     Notes
     -----
@@ -543,7 +556,17 @@ def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], npt.NDArray[n
         ``127 / FLT_MAX``, where ``127 / max`` overflows); NaN for a row with a NaN or +-inf
         (its q are then 0).  So ``q * scale`` approximates ``a``.
 
-    See the comment block above for the exact definition (what the C kernels reproduce).
+    Raises
+    ------
+    TypeError
+        Values that are not float32 or float64.
+    ValueError
+        A 0-D ``a`` (it has no row).
+
+    Notes
+    -----
+    The comment block above this function in ``fastlstm/reference.py`` is the exact definition
+    (what the C kernels reproduce, bitwise).
     """
     a = np.asarray(a)
     if a.dtype not in _FLOAT_DTYPES:
@@ -616,11 +639,25 @@ def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: O
                   bias_hh: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None) -> Dict[str, Any]:
     """Quantize one layer and direction's parameters for `forward_int8`.
 
-    Parameters are PyTorch's (as for :func:`forward`); float64 values are rounded to float32
-    first.  Returns a dict with the keyword arguments of `forward_int8`: ``weight_ih``,
-    ``weight_hh`` and ``weight_hr`` (None without a projection) as ``(q, scale)`` pairs of
-    `quantize_rows`, and ``bias`` = fl(b_ih + b_hh) (float32, (4H,); zeros when both are None).
-    Raises ValueError for a sum length over ``INT8_MAX_K``.
+    Parameters
+    ----------
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr : array_like
+        PyTorch's parameters, as for :func:`forward` (biases and ``weight_hr`` optional);
+        float64 values are rounded to float32 first.
+
+    Returns
+    -------
+    dict
+        The keyword arguments of `forward_int8`: ``weight_ih``, ``weight_hh`` and
+        ``weight_hr`` (None without a projection) as ``(q, scale)`` pairs of `quantize_rows`,
+        and ``bias`` = fl(b_ih + b_hh) (float32, (4H,); zeros when both are None).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not form an LSTM layer, or a sum length over ``INT8_MAX_K``.
+    TypeError
+        Biases that are not float32 or float64.
     """
     w_ih = np.asarray(weight_ih)
     w_hh = np.asarray(weight_hh)
@@ -714,12 +751,33 @@ def _rec_gates(h: npt.NDArray[Any], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[An
 def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
                weight_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: Optional[npt.ArrayLike] = None,
                weight_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]] = None) -> npt.NDArray[np.float32]:
-    """The pre-activation gates ``a`` (B, 4H), float32, of one int8 step: x_t (B, I) and
-    h_prev (B, H_out) float (float64 rounded to float32), the parameters as `quantize_lstm`
-    returns them (``weight_hr`` only fixes H_out; it takes no part in the gates).
+    """The pre-activation gates of one int8 step: the per-step contract of the kernels.
 
     Bitwise what `forward_int8` computes at a step whose input row is x_t and previous hidden
-    state h_prev (the hoisting does not change a bit): the per-step contract of the kernels."""
+    state h_prev (the hoisting does not change a bit).
+
+    Parameters
+    ----------
+    x_t : array_like, shape (B, I)
+        The step's input, float32 or float64 (rounded to float32).
+    h_prev : array_like, shape (B, H_out)
+        The previous hidden state, float32 or float64 (rounded to float32).
+    weight_ih, weight_hh, bias, weight_hr
+        As `quantize_lstm` returns them (``weight_hr`` only fixes H_out; it takes no part in
+        the gates).
+
+    Returns
+    -------
+    ndarray of float32, shape (B, 4H)
+        The pre-activation gates ``a``, blocks i, f, g, o.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or int8 weights holding -128.
+    TypeError
+        Values or weights of the wrong dtypes.
+    """
     x_t = np.asarray(x_t)
     if x_t.ndim != 2:
         raise ValueError(f"x_t must have shape (B, I), got {x_t.shape}")
@@ -788,9 +846,19 @@ def forward_int8(x: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArra
 
     Returns
     -------
-    output (T, B, H_out), h_n (B, H_out), c_n (B, H), in x's dtype.
+    output, h_n, c_n : ndarray
+        (T, B, H_out), (B, H_out) and (B, H), in x's dtype.
 
-    Typical use: ``forward_int8(x, **quantize_lstm(W_ih, W_hh, b_ih, b_hh), h0=h0, c0=c0)``.
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or int8 weights holding -128.
+    TypeError
+        Values or weights of the wrong dtypes.
+
+    Examples
+    --------
+    ``forward_int8(x, **quantize_lstm(W_ih, W_hh, b_ih, b_hh), h0=h0, c0=c0)``.
     """
     dtype = np.asarray(x).dtype
     x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0,
@@ -804,11 +872,29 @@ def forward_int8_layers(x: npt.ArrayLike, layers: Sequence[Sequence[Dict[str, An
                         h0: Optional[npt.NDArray[Any]] = None, c0: Optional[npt.NDArray[Any]] = None) -> Tuple[FloatArray, FloatArray, FloatArray]:
     """A stack of int8 layers and directions, composed as PyTorch composes them.
 
-    ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,
-    1 reverse: it runs on x reversed in time, and its output is reversed back).  Layer l > 0
-    takes the float32 concatenation [forward | reverse] of layer l-1's outputs as its x.
-    ``h0``/``c0``: (L*D, B, H_out) / (L*D, B, H), row l*D + d, or None (zeros).
-    Returns output (T, B, D*H_out), h_n, c_n, in x's dtype.
+    Parameters
+    ----------
+    x : array_like, shape (T, B, I)
+        Input, time-major, float32 or float64.
+    layers : sequence of sequences of dict
+        ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,
+        1 reverse: it runs on x reversed in time, and its output is reversed back).  Layer
+        l > 0 takes the float32 concatenation [forward | reverse] of layer l-1's outputs as
+        its x.
+    h0, c0 : ndarray, optional
+        (L*D, B, H_out) and (L*D, B, H), row l*D + d; None means zeros.
+
+    Returns
+    -------
+    output, h_n, c_n : ndarray
+        (T, B, D*H_out), (L*D, B, H_out) and (L*D, B, H), in x's dtype.
+
+    Raises
+    ------
+    TypeError
+        x is not float32 or float64.
+    ValueError
+        Layers with different numbers of directions, or shapes that do not fit.
     """
     x = np.asarray(x)
     dtype = x.dtype

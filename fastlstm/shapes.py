@@ -42,8 +42,17 @@ _CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0,
 _MODES = ("int8",)
 
 Row = namedtuple("Row", "name shape meaning")
-Row.__doc__ = """One tensor: its name, its shape (ints, or 'seq_len' / 'batch' where those were
-not given) and what it is."""
+Row.__doc__ = """One tensor of a `Description`: a named tuple ``(name, shape, meaning)``.
+
+Parameters
+----------
+name : str
+    The tensor's name (``x``, ``h0``, ``weight_ih_l0``, ``W_f_l0``, ``f_t``, ...).
+shape : tuple of int or str
+    Its shape: ints, or 'seq_len' / 'batch' where those were not given.
+meaning : str
+    What it is, in words.
+"""
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -75,7 +84,19 @@ class Description:
         (float32, one per weight row), ``bias`` (float32), ``total``, and ``float32`` (the
         float32 model's parameters, for comparison). None for a float model.
 
+    Parameters
+    ----------
+    config : mapping
+        The configuration, as under Attributes (`describe_config` builds it).
+    sections : sequence of (title, sequence of Row)
+        The rows, grouped as printed.
+    memory : mapping, optional
+        A quantized model's parameter memory, as under Attributes.
+
+    Notes
+    -----
     ``str(desc)`` (and the REPL's ``repr``) is an aligned table; ``desc[name]`` is one Row.
+    Made by `describe`, `describe_config` and the models' ``describe``.
     """
 
     def __init__(self, config: Mapping[str, Any], sections: Sequence[Tuple[str, Sequence[Row]]],
@@ -87,6 +108,7 @@ class Description:
 
     @property
     def rows(self) -> List[Row]:
+        """Every row, in order."""
         return [row for _, rows in self.sections for row in rows]
 
     def __getitem__(self, name: str) -> Row:
@@ -102,7 +124,23 @@ class Description:
         return len(self.rows)
 
     def format(self, width: int = 100) -> str:
-        """The table, its meaning column wrapped so that lines stay within `width` characters."""
+        """The table, its meaning column wrapped so that lines stay within `width` characters.
+
+        Parameters
+        ----------
+        width : int, default 100
+            The line width to wrap at (at least 30 characters go to the meaning column).
+
+        Returns
+        -------
+        str
+            The table, as ``print(desc)`` shows it with the default width.
+
+        Raises
+        ------
+        TypeError
+            A width that is not a number.
+        """
         rows = self.rows
         w_name = max(len(r.name) for r in rows)
         w_shape = max(len(_fmt_shape(r.shape)) for r in rows)
@@ -183,16 +221,31 @@ def describe_config(input_size: int, hidden_size: int, num_layers: int = 1,
                     bidirectional: bool = False, proj_size: int = 0, batch_first: bool = False,
                     bias: bool = True, seq_len: Optional[int] = None, batch: Optional[int] = None,
                     mode: Optional[str] = None) -> Description:
-    """The shape and meaning of every tensor of an LSTM with this configuration (no weights
-    needed). Arguments are ``torch.nn.LSTM``'s; seq_len and batch, when None, stay symbolic
-    ('seq_len', 'batch') in the shapes. mode: None (a float model) or "int8", a quantized
-    model (`fastlstm.QuantizedLSTM`): its int8 parameters, how a step uses them, and their
-    memory (``desc.memory``).
+    """The shape and meaning of every tensor of an LSTM with this configuration.
+
+    No weights are needed.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias
+        As for ``torch.nn.LSTM`` (and `fastlstm.LSTM`).
+    seq_len, batch : int, optional
+        Sizes to put in the shapes; None leaves them symbolic ('seq_len', 'batch').
+    mode : {None, "int8"}, optional
+        None: a float model. "int8": a quantized model (`fastlstm.QuantizedLSTM`), with its
+        int8 parameters, how a step uses them, and their memory (``desc.memory``).
 
     Returns
     -------
     Description
         ``desc.rows`` is a list of ``Row(name, shape, meaning)``; ``print(desc)`` shows a table.
+
+    Raises
+    ------
+    TypeError
+        A size of the wrong type (bools and floats are not sizes).
+    ValueError
+        A size out of range, ``proj_size`` not in [0, hidden_size), or an unknown mode.
     """
     config = _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size,
                            batch_first, bias)
@@ -221,12 +274,29 @@ def _memory(config: Mapping[str, Any]) -> Dict[str, int]:
 def describe(model: Any, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
     """The shape and meaning of every tensor of `model` (see `describe_config`).
 
-    `model` is anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
-    ``torch.nn.LSTM``) or a mapping of them; input_size and hidden_size are required, the others
-    default as in PyTorch. Only the configuration is read, never the weights. A ``mode`` that
-    names a quantization mode ("int8": a `fastlstm.QuantizedLSTM`, or its ``config()``)
-    describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s is "LSTM") is not
-    read.
+    Parameters
+    ----------
+    model : LSTM, torch.nn.LSTM or mapping
+        Anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
+        ``torch.nn.LSTM``) or a mapping of them; input_size and hidden_size are required, the
+        others default as in PyTorch. Only the configuration is read, never the weights. A
+        ``mode`` that names a quantization mode ("int8": a `fastlstm.QuantizedLSTM`, or its
+        ``config()``) describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s
+        is "LSTM") is not read.
+    seq_len, batch : int, optional
+        Sizes to put in the shapes; None leaves them symbolic.
+
+    Returns
+    -------
+    Description
+        As `describe_config` returns it.
+
+    Raises
+    ------
+    TypeError
+        `model` lacks input_size or hidden_size, or a size of the wrong type.
+    ValueError
+        A size out of range.
     """
     get: Callable[..., Any]
     if isinstance(model, Mapping):
@@ -410,11 +480,33 @@ def gate_weights(model: Any, gate: str, layer: int = 0,
                  direction: int = 0) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """One gate's weights in the textbook's one-matrix view.
 
-    Returns ``(W, b)``: W of shape (hidden_size, I_k + H_out) such that the gate's
-    pre-activation is ``W @ concatenate([x_t, h_prev]) + b``, from PyTorch's stacked
-    ``weight_ih``/``weight_hh`` row blocks; b = bias_ih + bias_hh for that gate (zeros without
-    bias). float64 copies; `model` is a `fastlstm.LSTM` or anything with ``state_dict()`` and
-    ``hidden_size`` (a ``torch.nn.LSTM``).
+    Parameters
+    ----------
+    model : LSTM or torch.nn.LSTM
+        A `fastlstm.LSTM` or anything with ``state_dict()`` and ``hidden_size``.
+    gate : {"i", "f", "g", "o"}
+        The gate, by PyTorch's letter.
+    layer : int, default 0
+        The layer.
+    direction : int, default 0
+        0 forward, 1 reverse.
+
+    Returns
+    -------
+    W : ndarray of float64, shape (hidden_size, I_k + H_out)
+        Such that the gate's pre-activation is ``W @ concatenate([x_t, h_prev]) + b``, from
+        PyTorch's stacked ``weight_ih``/``weight_hh`` row blocks (a copy).
+    b : ndarray of float64, shape (hidden_size,)
+        bias_ih + bias_hh for that gate (zeros without bias).
+
+    Raises
+    ------
+    ValueError
+        An unknown gate.
+    KeyError
+        A layer or direction the model does not have.
+    NotImplementedError
+        A quantized model (its float weights are gone).
     """
     _float_only(model, "gate_weights(...)")
     if gate not in GATES:
@@ -467,6 +559,19 @@ class Trace:
     the B axis is absent, as in the model's outputs. ``tr.step(t, layer, direction)`` gives
     the same keys at one step. ``tr.output``, ``tr.h_n``, ``tr.c_n`` are what the model
     returns, in float64 and the model's layouts. ``print(tr)`` lists every value.
+
+    Parameters
+    ----------
+    values : mapping
+        ``{(layer, direction): {key: array}}``, as described above.
+    output, h_n, c_n : ndarray
+        The model's results, in float64.
+    num_layers, num_directions : int
+        The model's.
+
+    Notes
+    -----
+    Made by `trace` and `fastlstm.LSTM.trace`.
     """
 
     KEYS = ("x", "i_pre", "f_pre", "g_pre", "o_pre", "i", "f", "g", "o", "c", "h")
@@ -499,11 +604,39 @@ class Trace:
         return self._values[self._key(key)]
 
     def keys(self) -> List[Tuple[int, int]]:
-        """The (layer, direction) pairs, in the order the model computes them."""
+        """The (layer, direction) pairs, in the order the model computes them.
+
+        Returns
+        -------
+        list of (int, int)
+            ``[(0, 0), (0, 1), (1, 0), ...]``.
+        """
         return list(self._values)
 
     def step(self, t: int, layer: int = 0, direction: int = 0) -> Dict[str, npt.NDArray[np.float64]]:
-        """The values at position t of one layer and direction: dict key -> (B, ·) array."""
+        """The values at position t of one layer and direction.
+
+        Parameters
+        ----------
+        t : int
+            The position in the sequence.
+        layer : int, default 0
+            The layer (negative counts from the last).
+        direction : int, default 0
+            0 forward, 1 reverse.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The keys of the class table, each (B, ·) (or (·,) unbatched) at step t.
+
+        Raises
+        ------
+        KeyError
+            A layer or direction outside the trace.
+        IndexError
+            t outside the sequence.
+        """
         return {k: v[t] for k, v in self[layer, direction].items()}
 
     @property
@@ -559,6 +692,13 @@ def trace(model: Any, x: npt.ArrayLike, hx: Optional[Tuple[npt.ArrayLike, npt.Ar
     -------
     Trace
         ``tr[layer, direction]['f']`` etc.; see `Trace`. Dropout is not applied (inference).
+
+    Raises
+    ------
+    ValueError, TypeError
+        x or hx that do not fit the model (the model's own checks and messages).
+    NotImplementedError
+        A quantized model: trace the float model it was quantized from.
     """
     _float_only(model, "trace(x)")
     cfg = _config_of(model)

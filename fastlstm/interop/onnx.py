@@ -326,6 +326,15 @@ def to_onnx(model: LSTM, path: Union[str, os.PathLike[str]], *, opset: int = _MI
     onnx.ModelProto
         The model written (checked with ``onnx.checker``).
 
+    Raises
+    ------
+    NotImplementedError
+        ``proj_size > 0``: the ONNX LSTM operator has no projection.
+    ValueError
+        An ``opset`` that is not an int from 14 to the installed onnx's newest.
+    ImportError
+        The ``onnx`` package is not installed.
+
     Notes
     -----
     Inputs: ``x``, the only required one, shaped as the model takes it ((seq_len, batch,
