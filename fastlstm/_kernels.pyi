@@ -85,7 +85,8 @@ def forward_int8(
     w_ih: np.ndarray, bsum_ih: np.ndarray, s_ih: np.ndarray,  # const int8_t / int32_t / float[::1]
     bias: np.ndarray,  # const float[::1]
     w_hh: np.ndarray, bsum_hh: np.ndarray, s_hh: np.ndarray,
-    w_hr: np.ndarray | None, bsum_hr: np.ndarray | None, s_hr: np.ndarray | None,  # None: no projection
+    w_hr: np.ndarray | None, bsum_hr: np.ndarray | None,  # None: no projection
+    s_hr: np.ndarray | None,
     gates: np.ndarray, chunk: int,  # float[::1]
     h_state: np.ndarray, c_state: np.ndarray, h_full: np.ndarray | None,  # float[::1]
     y: np.ndarray, ys_t: int, ys_b: int,  # float[::1]

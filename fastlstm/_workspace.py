@@ -38,8 +38,10 @@ _MAX_RESULTS = 16
 
 class _FreeList(threading.local):
     def __init__(self) -> None:
-        self.buffers: List[npt.NDArray[np.uint8]] = []  # 1-D uint8 arrays, most recently returned last
-        self.results: List[npt.NDArray[np.uint8]] = []  # 1-D uint8 arrays under results handed out, most recent last
+        # 1-D uint8 arrays: free ones, most recently returned last; those under results handed
+        # out, most recent last
+        self.buffers: List[npt.NDArray[np.uint8]] = []
+        self.results: List[npt.NDArray[np.uint8]] = []
 
 
 _free = _FreeList()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # (imported for annotations only: they import this module)
     from .shapes import Description, Trace
 
 _L = TypeVar("_L", bound="LSTM")
+_Lengths = npt.NDArray[np.intp]
 
 # The newest format of LSTM.save that this fastlstm writes and reads: bump when it changes, keep
 # LSTM.load reading the old ones. 1: a float model (config JSON and PyTorch-named parameters);
@@ -68,7 +69,8 @@ def _save_npz(path: Union[str, os.PathLike[str], IO[bytes]], version: int, confi
                   **arrays)
     if isinstance(path, (str, os.PathLike)):
         with open(path, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # (**dict: NumPy's stub matches allow_pickle)
+            # (ignore: NumPy's stub matches a **dict against allow_pickle: bool too)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
     else:
         np.savez(path, **arrays)  # type: ignore[arg-type]
 
@@ -199,7 +201,8 @@ class LSTM:
         H_out, NR = P or H, PANEL[self.dtype]
         Hp, Kp = round_up(H, NR), round_up(H_out, NR)
 
-        def layer(I: int) -> Tuple[int, int]:  # (the user's values, packed values) of one layer and direction
+        # (the user's values, packed values) of one layer and direction
+        def layer(I: int) -> Tuple[int, int]:
             user = 4 * H * (I + H_out) + (8 * H if self.bias else 0) + P * H
             return user, 2 * 4 * Hp * (round_up(I, NR) + Kp) + 4 * Hp + 2 * Kp * Hp * (P > 0)
         first, rest = layer(self.input_size), layer(D * H_out)
@@ -681,7 +684,7 @@ class LSTM:
         _check_allocation(T * B * per_step, self.dtype, what)
 
     def _prepare(self, x: Any, hx: Any, lengths: Any, train: bool
-                 ) -> Tuple[FloatArray, bool, FloatArray, FloatArray, Optional[npt.NDArray[np.intp]]]:
+                 ) -> Tuple[FloatArray, bool, FloatArray, FloatArray, Optional[_Lengths]]:
         shape = getattr(x, "shape", None)
         if shape is not None and len(shape) in (2, 3):
             T = shape[0] if (len(shape) == 2 or not self.batch_first) else shape[1]
@@ -739,7 +742,8 @@ class LSTM:
         return y, self._states_out(h_n, c_n, unbatched), (tape, order, unbatched, xt.shape)
 
     def __call__(self, x: npt.ArrayLike, hx: StateLike = None, *,
-                 lengths: Optional[npt.ArrayLike] = None, num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
+                 lengths: Optional[npt.ArrayLike] = None,
+                 num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
         """Run the sequence: ``output, (h_n, c_n) = lstm(x, hx)``.
 
         Parameters
@@ -797,7 +801,7 @@ class LSTM:
 
     def step(self, x_t: npt.ArrayLike, state: StateLike = None, *,
              num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
-        """One time step of the whole stack, for streaming: ``y_t, (h, c) = lstm.step(x_t, (h, c))``.
+        """One time step of the whole stack, for streaming: ``y, (h, c) = lstm.step(x_t, (h, c))``.
 
         Steps in a row equal one call over the sequence, bitwise.
 

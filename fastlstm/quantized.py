@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, NoReturn, Optional, Tuple, Type, Union
+from typing import (IO, TYPE_CHECKING, Any, Dict, List, Mapping, NoReturn, Optional, Tuple,
+                    Union)
 
 import numpy as np
 import numpy.typing as npt
@@ -478,7 +479,8 @@ class QuantizedLSTM:
         def _check_call_size(self, T: int, B: int, train: bool, what: str) -> None: ...
         def _prepare(self, x: Any, hx: Any, lengths: Any, train: bool) -> Tuple[
             FloatArray, bool, FloatArray, FloatArray, Optional[npt.NDArray[np.intp]]]: ...
-        def _empty_output(self, T: int, B: int, unbatched: bool) -> Tuple[FloatArray, FloatArray]: ...
+        def _empty_output(self, T: int, B: int,
+                          unbatched: bool) -> Tuple[FloatArray, FloatArray]: ...
         @staticmethod
         def _states_out(h_n: FloatArray, c_n: FloatArray, unbatched: bool) -> State: ...
     else:

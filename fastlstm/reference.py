@@ -47,14 +47,19 @@ __all__ = ["forward", "forward_train", "backward", "quantize_rows", "quantize_ls
            "int8_gates", "forward_int8", "forward_int8_layers", "INT8_MAX_K"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-FloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64 (fastlstm._typing's, restated:
-# this module imports nothing from fastlstm)
+# Annotation aliases (this module imports nothing from fastlstm, so _typing's are restated)
+FloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64
+_A = npt.NDArray[Any]
+_Pair = Tuple[_A, _A]  # an int8 weight and its row scales, from quantize_rows
+_Opt = Optional[npt.ArrayLike]
+_F32A = npt.NDArray[np.float32]
+_Out = Tuple[FloatArray, FloatArray, FloatArray]  # output, h_n, c_n
 
 
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _sigmoid_(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def _sigmoid_(a: _A) -> _A:
     """Numerically stable sigmoid, in place: ``0.5 * tanh(0.5 * a) + 0.5``."""
     np.multiply(a, 0.5, out=a)
     np.tanh(a, out=a)
@@ -63,7 +68,7 @@ def _sigmoid_(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return a
 
 
-def _transposed(w: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def _transposed(w: _A) -> _A:
     """C-contiguous copy of ``w.T``.
 
     OpenBLAS (NumPy's wheels) runs the per-step ``h @ W_hh^T`` for B >= 2
@@ -81,15 +86,14 @@ def _transposed(w: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return out
 
 
-def _check_shape(name: str, a: npt.NDArray[Any], shape: Tuple[int, ...]) -> None:
+def _check_shape(name: str, a: _A, shape: Tuple[int, ...]) -> None:
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
 
 
-def _prepare(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: Optional[npt.ArrayLike],
-             bias_hh: Optional[npt.ArrayLike], h0: Optional[npt.ArrayLike], c0: Optional[npt.ArrayLike],
-             weight_hr: Optional[npt.ArrayLike] = None
-             ) -> Tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], Optional[npt.NDArray[Any]], npt.NDArray[Any], npt.NDArray[Any], Optional[npt.NDArray[Any]]]:
+def _prepare(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: _Opt,
+             bias_hh: _Opt, h0: _Opt, c0: _Opt, weight_hr: _Opt = None
+            ) -> Tuple[_A, _A, _A, Optional[_A], _A, _A, Optional[_A]]:
     """Validate shapes and cast everything to ``x.dtype`` (no copies when
     the dtype already matches; nothing here is ever written to)."""
     x = np.asarray(x)
@@ -132,7 +136,7 @@ def _prepare(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLik
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _matmul(a: npt.NDArray[Any], b: npt.NDArray[Any], out: npt.NDArray[Any], rowwise: bool) -> npt.NDArray[Any]:
+def _matmul(a: _A, b: _A, out: _A, rowwise: bool) -> _A:
     """``a @ b`` into ``out``; with ``rowwise``, one row at a time (a vector-matrix product per
     row, so a row's result does not depend on how many rows are computed together)."""
     if not rowwise:
@@ -142,8 +146,8 @@ def _matmul(a: npt.NDArray[Any], b: npt.NDArray[Any], out: npt.NDArray[Any], row
     return out
 
 
-def _run(x: npt.NDArray[Any], w_ih: npt.NDArray[Any], w_hh: npt.NDArray[Any], bias: Optional[npt.NDArray[Any]], h0: npt.NDArray[Any], c0: npt.NDArray[Any], keep: bool,
-         w_hr: Optional[npt.NDArray[Any]] = None, rowwise: bool = False) -> Tuple[Any, ...]:
+def _run(x: _A, w_ih: _A, w_hh: _A, bias: Optional[_A], h0: _A, c0: _A, keep: bool,
+         w_hr: Optional[_A] = None, rowwise: bool = False) -> Tuple[Any, ...]:
     """The forward time loop.  ``keep=True`` also stores what BPTT needs.
 
     Returns ``(hs, c_n, gates, cells, tanh_cells, raw)``: ``hs`` is
@@ -227,9 +231,8 @@ def _run(x: npt.NDArray[Any], w_ih: npt.NDArray[Any], w_hh: npt.NDArray[Any], bi
 # public API
 # ----------------------------------------------------------------------------
 def forward(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
-            bias_ih: Optional[npt.ArrayLike] = None, bias_hh: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None,
-            c0: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None, *,
-            rowwise: bool = False) -> Tuple[FloatArray, FloatArray, FloatArray]:
+            bias_ih: _Opt = None, bias_hh: _Opt = None, h0: _Opt = None, c0: _Opt = None,
+            weight_hr: _Opt = None, *, rowwise: bool = False) -> _Out:
     """Run a one-layer LSTM over a sequence (inference, no cache).
 
     Parameters
@@ -284,9 +287,9 @@ def forward(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike
 
 
 def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
-                  bias_ih: Optional[npt.ArrayLike] = None, bias_hh: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None,
-                  c0: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None, *, rowwise: bool = False
-                  ) -> Tuple[FloatArray, FloatArray, FloatArray, Dict[str, Any]]:
+                  bias_ih: _Opt = None, bias_hh: _Opt = None, h0: _Opt = None, c0: _Opt = None,
+                  weight_hr: _Opt = None, *, rowwise: bool = False
+                 ) -> Tuple[FloatArray, FloatArray, FloatArray, Dict[str, Any]]:
     """Like :func:`forward`, and also return the cache for :func:`backward`.
 
     Parameters
@@ -325,8 +328,8 @@ def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.Arr
     return hs[1:], hs[-1].copy(), c_n, cache
 
 
-def backward(cache: Dict[str, Any], grad_output: Optional[npt.ArrayLike] = None, grad_h_n: Optional[npt.ArrayLike] = None,
-             grad_c_n: Optional[npt.ArrayLike] = None) -> Dict[str, FloatArray]:
+def backward(cache: Dict[str, Any], grad_output: _Opt = None, grad_h_n: _Opt = None,
+             grad_c_n: _Opt = None) -> Dict[str, FloatArray]:
     """Backpropagation through time for :func:`forward_train`.
 
     Parameters
@@ -369,7 +372,7 @@ def backward(cache: Dict[str, Any], grad_output: Optional[npt.ArrayLike] = None,
     P = w_hh.shape[1]
     dtype = x.dtype
 
-    def upstream(name: str, g: Optional[npt.ArrayLike], shape: Tuple[int, ...]) -> FloatArray:
+    def upstream(name: str, g: _Opt, shape: Tuple[int, ...]) -> FloatArray:
         # Own, writable copy (the loop updates dh / dc in place).
         if g is None:
             return np.zeros(shape, dtype)
@@ -539,7 +542,7 @@ _F32 = np.float32
 _Q127 = np.float32(127.0)
 
 
-def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], _F32A]:
     """Symmetric int8 quantization, one scale per row (the last axis).
 
     Parameters
@@ -588,12 +591,12 @@ def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], npt.NDArray[n
     return q, scale
 
 
-def _int_weights_t(q: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+def _int_weights_t(q: _A) -> npt.NDArray[np.float64]:
     """(K, N) float64 copy of an int8 weight's transpose, the right operand of `_int_sums`."""
     return np.ascontiguousarray(q.T, dtype=np.float64)
 
 
-def _int_sums(qa: npt.NDArray[Any], qw_t: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
+def _int_sums(qa: _A, qw_t: _A) -> npt.NDArray[np.int32]:
     """Exact int32 ``qa @ qw.T`` (qa int8 (..., K), qw_t from `_int_weights_t`).
 
     Done as a float64 matrix product: exact, see the comment block above."""
@@ -605,14 +608,14 @@ def _int_sums(qa: npt.NDArray[Any], qw_t: npt.NDArray[Any]) -> npt.NDArray[np.in
     return sums
 
 
-def _dequantize(acc: npt.NDArray[Any], s_a: npt.NDArray[Any], s_w: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+def _dequantize(acc: _A, s_a: _A, s_w: _A) -> _F32A:
     """fl(float32(acc) * fl(s_a * s_w)), s_a one scale per row of acc, s_w one per column."""
     with np.errstate(over="ignore", invalid="ignore"):
         out: npt.NDArray[np.float32] = acc.astype(_F32) * (s_a[..., None] * s_w)
     return out
 
 
-def _as_pair(name: str, pair: Any, rows: Optional[int], cols: Optional[int]) -> Tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+def _as_pair(name: str, pair: Any, rows: Optional[int], cols: Optional[int]) -> _Pair:
     """Check a (q int8, scale float32) pair of a quantized weight."""
     try:
         q, s = pair
@@ -635,8 +638,8 @@ def _as_pair(name: str, pair: Any, rows: Optional[int], cols: Optional[int]) -> 
     return q, s
 
 
-def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: Optional[npt.ArrayLike] = None,
-                  bias_hh: Optional[npt.ArrayLike] = None, weight_hr: Optional[npt.ArrayLike] = None) -> Dict[str, Any]:
+def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: _Opt = None,
+                  bias_hh: _Opt = None, weight_hr: _Opt = None) -> Dict[str, Any]:
     """Quantize one layer and direction's parameters for `forward_int8`.
 
     Parameters
@@ -684,9 +687,8 @@ def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: O
     return out
 
 
-def _prepare_int8(x: npt.ArrayLike, weight_ih: Any, weight_hh: Any, bias: Optional[npt.ArrayLike], h0: Optional[npt.ArrayLike],
-                  c0: Optional[npt.ArrayLike], weight_hr: Any
-                  ) -> Tuple[npt.NDArray[Any], Tuple[npt.NDArray[Any], npt.NDArray[Any]], Tuple[npt.NDArray[Any], npt.NDArray[Any]], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]]]:
+def _prepare_int8(x: npt.ArrayLike, weight_ih: Any, weight_hh: Any, bias: _Opt, h0: _Opt, c0: _Opt,
+                  weight_hr: Any) -> Tuple[_A, _Pair, _Pair, _A, _A, _A, Optional[_Pair]]:
     x = np.asarray(x)
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
@@ -726,8 +728,7 @@ def _prepare_int8(x: npt.ArrayLike, weight_ih: Any, weight_hh: Any, bias: Option
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _input_gates(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: npt.NDArray[Any],
-                 w_ih_t: Optional[npt.NDArray[Any]] = None) -> npt.NDArray[np.float32]:
+def _input_gates(x: _A, w_ih: _Pair, bias: _A, w_ih_t: Optional[_A] = None) -> _F32A:
     """gx = fl(deq(sum qx Q_ih) + bias) for every row of x (..., I): shape (..., 4H)."""
     q, s = w_ih
     qx, sx = quantize_rows(x)
@@ -738,8 +739,7 @@ def _input_gates(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[
     return gx
 
 
-def _rec_gates(h: npt.NDArray[Any], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
-               w_hh_t: Optional[npt.NDArray[Any]] = None) -> npt.NDArray[np.float32]:
+def _rec_gates(h: _A, w_hh: _Pair, w_hh_t: Optional[_A] = None) -> _F32A:
     """deq(sum qh Q_hh) for every row of h (B, H_out): shape (B, 4H)."""
     q, s = w_hh
     qh, sh = quantize_rows(h)
@@ -748,9 +748,8 @@ def _rec_gates(h: npt.NDArray[Any], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[An
     return _dequantize(_int_sums(qh, w_hh_t), sh, s)
 
 
-def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
-               weight_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: Optional[npt.ArrayLike] = None,
-               weight_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]] = None) -> npt.NDArray[np.float32]:
+def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: _Pair, weight_hh: _Pair,
+               bias: _Opt = None, weight_hr: Optional[_Pair] = None) -> _F32A:
     """The pre-activation gates of one int8 step: the per-step contract of the kernels.
 
     Bitwise what `forward_int8` computes at a step whose input row is x_t and previous hidden
@@ -789,8 +788,8 @@ def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: Tuple[npt.N
     return a
 
 
-def _run_int8(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], w_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]], bias: npt.NDArray[Any], h0: npt.NDArray[Any], c0: npt.NDArray[Any],
-              w_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]]) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _run_int8(x: _A, w_ih: _Pair, w_hh: _Pair, bias: _A, h0: _A, c0: _A, w_hr: Optional[_Pair]
+             ) -> Tuple[_F32A, _F32A]:
     """The int8 time loop (all float32): returns hs (T+1, B, H_out) with hs[0] = h0, and c_n."""
     T, B, _ = x.shape
     H = w_ih[0].shape[0] // 4
@@ -824,10 +823,8 @@ def _run_int8(x: npt.NDArray[Any], w_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any
     return hs, c
 
 
-def forward_int8(x: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArray[Any]], weight_hh: Tuple[npt.NDArray[Any], npt.NDArray[Any]],
-                 bias: Optional[npt.ArrayLike] = None, h0: Optional[npt.ArrayLike] = None, c0: Optional[npt.ArrayLike] = None,
-                 weight_hr: Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]] = None
-                 ) -> Tuple[FloatArray, FloatArray, FloatArray]:
+def forward_int8(x: npt.ArrayLike, weight_ih: _Pair, weight_hh: _Pair, bias: _Opt = None,
+                 h0: _Opt = None, c0: _Opt = None, weight_hr: Optional[_Pair] = None) -> _Out:
     """Run one layer, one direction of the int8 LSTM (the scheme defined above).
 
     Parameters
@@ -869,7 +866,7 @@ def forward_int8(x: npt.ArrayLike, weight_ih: Tuple[npt.NDArray[Any], npt.NDArra
 
 
 def forward_int8_layers(x: npt.ArrayLike, layers: Sequence[Sequence[Dict[str, Any]]],
-                        h0: Optional[npt.NDArray[Any]] = None, c0: Optional[npt.NDArray[Any]] = None) -> Tuple[FloatArray, FloatArray, FloatArray]:
+                        h0: Optional[_A] = None, c0: Optional[_A] = None) -> _Out:
     """A stack of int8 layers and directions, composed as PyTorch composes them.
 
     Parameters

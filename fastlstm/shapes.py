@@ -40,6 +40,7 @@ _CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0,
                     "batch_first": False, "bias": True}
 # quantization modes describe knows (fastlstm.quantized.MODES; None: a float model)
 _MODES = ("int8",)
+_F64 = npt.NDArray[np.float64]  # (annotations)
 
 Row = namedtuple("Row", "name shape meaning")
 Row.__doc__ = """One tensor of a `Description`: a named tuple ``(name, shape, meaning)``.
@@ -420,7 +421,8 @@ def _sections(input_size: int, hidden_size: int, num_layers: int, bidirectional:
     out_shape = (B, T, D * H_out) if batch_first else (T, B, D * H_out)
     last = (L - 1) * D
 
-    def at(step: int, cols: str = "") -> str:  # output at time `step` (and feature slice `cols`), in x's layout
+    # output at time `step` (and feature slice `cols`), in x's layout
+    def at(step: int, cols: str = "") -> str:
         if batch_first:
             return f"output[:, {step}{cols}]"
         return f"output[{step}, :{cols}]" if cols else f"output[{step}]"
@@ -477,7 +479,7 @@ def _float_only(model: Any, what: str) -> None:
 
 
 def gate_weights(model: Any, gate: str, layer: int = 0,
-                 direction: int = 0) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+                 direction: int = 0) -> Tuple[_F64, _F64]:
     """One gate's weights in the textbook's one-matrix view.
 
     Parameters
@@ -525,11 +527,11 @@ def gate_weights(model: Any, gate: str, layer: int = 0,
 
 # -- trace -----------------------------------------------------------------------------------------
 
-def _state_dict(model: Any) -> Dict[str, npt.NDArray[np.float64]]:
+def _state_dict(model: Any) -> Dict[str, _F64]:
     return {k: np.array(to_numpy(v), dtype=np.float64) for k, v in model.state_dict().items()}
 
 
-def _sigmoid(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _sigmoid(a: _F64) -> _F64:
     # 1 / (1 + exp(-a)) overflows (with a warning) for large negative a; this form cannot
     return 0.5 * np.tanh(0.5 * a) + 0.5
 
@@ -576,8 +578,8 @@ class Trace:
 
     KEYS = ("x", "i_pre", "f_pre", "g_pre", "o_pre", "i", "f", "g", "o", "c", "h")
 
-    def __init__(self, values: Mapping[Tuple[int, int], Mapping[str, npt.NDArray[np.float64]]], output: npt.NDArray[np.float64],
-                 h_n: npt.NDArray[np.float64], c_n: npt.NDArray[np.float64], num_layers: int, num_directions: int) -> None:
+    def __init__(self, values: Mapping[Tuple[int, int], Mapping[str, _F64]], output: _F64,
+                 h_n: _F64, c_n: _F64, num_layers: int, num_directions: int) -> None:
         self._values = {key: types.MappingProxyType(arrays) for key, arrays in values.items()}
         self.output, self.h_n, self.c_n = output, h_n, c_n
         self.num_layers, self.num_directions = num_layers, num_directions
@@ -600,7 +602,7 @@ class Trace:
                            f"{self.num_layers - 1}, directions 0..{self.num_directions - 1}")
         return layer % self.num_layers, direction
 
-    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Mapping[str, npt.NDArray[np.float64]]:
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Mapping[str, _F64]:
         return self._values[self._key(key)]
 
     def keys(self) -> List[Tuple[int, int]]:
@@ -613,7 +615,7 @@ class Trace:
         """
         return list(self._values)
 
-    def step(self, t: int, layer: int = 0, direction: int = 0) -> Dict[str, npt.NDArray[np.float64]]:
+    def step(self, t: int, layer: int = 0, direction: int = 0) -> Dict[str, _F64]:
         """The values at position t of one layer and direction.
 
         Parameters
