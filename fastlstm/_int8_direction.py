@@ -111,6 +111,7 @@ class Int8Direction(_Direction):
     """One direction's int8 weights, packed once for the compiled int8 forward."""
 
     dtype = F32
+    small: Optional[_kernels.SmallForwardInt8]
 
     def __init__(self, params: Dict[str, Any]) -> None:
         self.packed = p = pack_int8(params)
@@ -118,6 +119,9 @@ class Int8Direction(_Direction):
         self.hidden_size = p.hidden_size
         self.proj_size = p.proj_size
         self.out_size = p.proj_size or p.hidden_size
+        # a whole small call in C (one layer, one direction, no projection: QuantizedLSTM's
+        # _small_call), as _direction.KernelDirection has one
+        self.small = None if p.proj_size else _kernels.SmallForwardInt8(p, _last_call)
 
     def run(self, x: FloatArray, h0: FloatArray, c0: FloatArray, y: FloatArray,
             num_threads: int) -> Tuple[FloatArray, FloatArray]:

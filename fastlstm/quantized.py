@@ -39,7 +39,6 @@ MODES = {"int8": "int8 weights with one float32 scale per row, int8 activations 
 
 _CELL_NAME = re.compile(r"\b(\w+)_l0\b")  # a cell's parameters are its LSTM's layer 0
 _F32 = np.dtype(np.float32)
-_SMALL_VALUES = 1 << 16  # x values of a call that takes `_small_call` (too few to be a huge call)
 _I8 = np.dtype(np.int8)
 
 
@@ -513,7 +512,7 @@ class QuantizedLSTM:
             As `LSTM.__call__`, with the same messages.
         """
         nt = check_num_threads(num_threads)
-        if lengths is None and self._one_direction:
+        if lengths is None and self._one_direction:  # (x, hx unchecked: `small` checks them)
             small = self._small_call(x, hx, nt)
             if small is not None:
                 return small
@@ -539,31 +538,13 @@ class QuantizedLSTM:
         return y, self._states_out(h_n, c_n, unbatched)
 
     def _small_call(self, x: Any, hx: Any, nt: int) -> Optional[Tuple[FloatArray, State]]:
-        """A small batched float32 call with nothing to convert or explain (one layer, one
-        direction), straight to the runner: validation and the stack would cost more than the
-        work (a one-step call, workload f). None: take the general path."""
-        if type(x) is not np.ndarray or x.dtype != _F32 or x.ndim != 3 or \
-                not x.flags.c_contiguous or not x.flags.aligned or x.size > _SMALL_VALUES or \
-                x.shape[2] != self.input_size or 0 in x.shape:
+        """A small float32 call of a one-layer, one-direction model without projection, whole in
+        C (`_kernels.SmallForwardInt8`): validation and the stack would cost more than the work
+        (a one-step call, workload f). None: take the general path."""
+        small = self._layers[0][0].small
+        if small is None or self.dtype != _F32:  # (a float64 model answers in float64)
             return None
-        B, T = x.shape[:2] if self.batch_first else x.shape[1::-1]
-        H, K = self.hidden_size, self._h_out
-        if hx is None:
-            h0, c0 = np.zeros((B, K), _F32), np.zeros((B, H), _F32)
-        else:
-            try:
-                h0, c0 = hx
-            except (TypeError, ValueError):
-                return None
-            if not all(type(s) is np.ndarray and s.dtype == _F32 and s.flags.c_contiguous and
-                       s.flags.aligned for s in (h0, c0)) or \
-                    h0.shape != (1, B, K) or c0.shape != (1, B, H):
-                return None
-            h0, c0 = h0[0], c0[0]
-        y = np.empty((B, T, K) if self.batch_first else (T, B, K), _F32)
-        xt, yt = (x.transpose(1, 0, 2), y.transpose(1, 0, 2)) if self.batch_first else (x, y)
-        h_n, c_n = self._layers[0][0].run(xt, h0, c0, yt, nt)
-        return y, (h_n[None], c_n[None])
+        return small(x, hx, nt or None, self.batch_first)
 
     forward = __call__
     if TYPE_CHECKING:

@@ -49,6 +49,13 @@ def int8_output(params, x):
     return reference.forward_int8(x, **reference.quantize_lstm(**params))[0]
 
 
+def compiled_output(params, x):
+    """The same scheme through the product: ``LSTM(...).quantize("int8")`` on its kernels."""
+    model = LSTM(x.shape[2], params["weight_hh"].shape[1])
+    model.load_state_dict({k + "_l0": v for k, v in params.items()})
+    return model.quantize("int8")(x, num_threads=1)[0]
+
+
 def ort_int8_session(params, directory):
     """ONNX Runtime's int8 LSTM of these parameters: fastlstm's to_onnx export, then
     onnxruntime.quantization.quantize_dynamic (QInt8 weights), one thread. Returns the session
@@ -156,12 +163,14 @@ def errors(y, ref):
 
 
 def compare(B, T, I, H, seed=0):
-    """{system: (rms, max)} on one case: 'int8' (ours), 'ort' (ONNX Runtime on this CPU),
+    """{system: (rms, max)} on one case: 'int8' (ours: the NumPy definition), 'compiled' (ours:
+    the quantized model's kernels), 'ort' (ONNX Runtime on this CPU),
     'ort_exact' (`ort_int8_emulated`: ONNX Runtime on a VNNI / AMX CPU)."""
     params, x = make_case(B, T, I, H, seed)
     ref = float64_output(params, x)
     y_ort, y_exact = ort_int8_outputs(params, x)
-    return {"int8": errors(int8_output(params, x), ref), "ort": errors(y_ort, ref),
+    return {"int8": errors(int8_output(params, x), ref),
+            "compiled": errors(compiled_output(params, x), ref), "ort": errors(y_ort, ref),
             "ort_exact": errors(y_exact, ref)}
 
 

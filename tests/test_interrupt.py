@@ -47,6 +47,22 @@ def test_watching_changes_no_result(B, H, proj, ragged, nt, watch_every_step):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("B,H,proj", [(8, 24, 0), (1, 200, 0), (3, 40, 16), (1, 130, 60)],
+                         ids=["batch-split", "unit-split", "batch-projected", "unit-projected"])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_watching_changes_no_int8_result(B, H, proj, nt, watch_every_step):
+    model = fastlstm.LSTM(12, H, num_layers=2, proj_size=proj, seed=1).quantize("int8")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, B, 12)).astype(np.float32)
+    lengths = rng.integers(0, 10, B)
+    watched = [model(x, num_threads=nt), model(x, lengths=lengths, num_threads=nt)]
+    _kernels.interrupt_settings(float("inf"))
+    plain = [model(x, num_threads=nt), model(x, lengths=lengths, num_threads=nt)]
+    for (y, (h, c)), (y2, (h2, c2)) in zip(watched, plain):
+        for a, b in ((y, y2), (h, h2), (c, c2)):
+            assert np.array_equal(a, b)
+
+
 # The child: calls sized to take ~4 s here (from a timed short one), SIGINT 0.3 s after each
 # starts (from a thread, as a terminal's Ctrl-C reaches the process), one JSON line per call.
 CHILD = textwrap.dedent("""
@@ -95,9 +111,18 @@ CHILD = textwrap.dedent("""
         y, _, backprop = model.forward_train(x[:Tb], lengths=lens, num_threads=NT)
         g = np.ones_like(y)
         interrupt(name, lambda: backprop(g, num_threads=NT), 2 * Tb)
-    # the model is as it was
-    print(json.dumps(dict(same_after=bool(np.array_equal(model(probe, num_threads=NT)[0],
-                                                         before)))), flush=True)
+    quantized = model.quantize("int8")
+    before_q = quantized(probe, num_threads=NT)[0]
+    t = time.perf_counter()
+    quantized(probe, num_threads=NT)
+    per_step = (time.perf_counter() - t) / 40
+    Tq = max(200, int(4.0 / per_step))
+    xq = np.ones((Tq, B, 256), np.float32) * 0.1
+    interrupt("int8 forward", lambda: quantized(xq, num_threads=NT), Tq)
+    # the models are as they were
+    print(json.dumps(dict(same_after=bool(
+        np.array_equal(model(probe, num_threads=NT)[0], before) and
+        np.array_equal(quantized(probe, num_threads=NT)[0], before_q)))), flush=True)
 """)
 
 
@@ -122,7 +147,7 @@ def test_ctrl_c_stops_a_long_call(nt, B, proj):
     lines = _child(CHILD.format(nt=nt, B=B, proj=proj))
     calls, last = lines[:-1], lines[-1]
     assert [c["call"] for c in calls] == ["forward", "forward_train", "backprop",
-                                          "ragged backprop"]
+                                          "ragged backprop", "int8 forward"]
     for c in calls:
         assert c["outcome"] == "interrupted", c
         assert c["after_signal"] < 0.25 * c["expected"], c  # stopped, not run to its end

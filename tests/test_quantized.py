@@ -172,6 +172,26 @@ def test_rows_are_independent_and_nan_stays_in_its_row():
     assert np.isnan(y[:, 1]).any() and not np.isnan(y[:, 0]).any()
 
 
+@pytest.mark.parametrize("proj", [0, 3], ids=["plain", "projected"])
+def test_inf_makes_its_row_nan_from_its_step_on_and_zero_rows_are_exact(proj):
+    """An inf in x_t gives its row the scale NaN (docs/int8.md): that row is NaN from step t on,
+    in every unit, and no other row changes. An all-zero row quantizes with scale 0: its
+    results equal the NumPy definition's like any other."""
+    rng = np.random.default_rng(8)
+    m = LSTM(I, H, proj_size=proj, seed=9)
+    q = m.quantize()
+    x = rng.standard_normal((T, 3, I)).astype(np.float32)
+    x[:, 2] = 0.0
+    clean = q(x)[0]
+    x[2, 1, 0] = np.inf
+    for nt in (1, 2):
+        y = q(x, num_threads=nt)[0]
+        assert np.all(np.isfinite(y[:2, 1])) and np.all(np.isnan(y[2:, 1]))
+        _equal(y[:, 0::2], clean[:, 0::2])
+    want = ref.forward_int8(x[:, 2:], **_reference_layers(m)[0][0])[0]
+    _close(clean[:, 2:], want)
+
+
 @pytest.mark.parametrize("B2,H2,P2", [(1, 200, 0), (1, 200, 150), (8, 40, 0), (8, 40, 23), (2, 130, 0)],
                          ids=["unit-split", "unit-split-projected", "batch-split",
                               "batch-split-projected", "two-rows"])
@@ -615,3 +635,28 @@ def test_small_calls_equal_the_general_path(batch_first):
             _equal(h, h2)
             _equal(c, c2)
         assert all(np.array_equal(a, b) for a, b in zip(hx, saved))
+
+
+def test_small_calls_decline_what_they_do_not_take():
+    """The C small path takes float32 C-contiguous calls of a one-layer model without projection
+    and declines the rest (float64, a projection, a strided x, a wrong state shape, a bad
+    num_threads), which the general path then runs or explains."""
+    rng = np.random.default_rng(15)
+    q = LSTM(I, H, seed=16).quantize()
+    x = rng.standard_normal((3, 2, I)).astype(np.float32)
+    assert q._small_call(x, None, 2) is not None
+    y1 = q(x, num_threads=1)[0]
+    _equal(q(x, num_threads=2)[0], y1)
+    assert q._small_call(x.astype(np.float64), None, 0) is None
+    assert q._small_call(np.asfortranarray(x), None, 0) is None
+    _equal(q(np.asfortranarray(x))[0], y1)
+    bad = (np.zeros((1, 3, H), np.float32), np.zeros((1, 2, H), np.float32))
+    assert q._small_call(x, bad, 0) is None
+    with pytest.raises(ValueError, match="h0"):
+        q(x, bad)
+    with pytest.raises(ValueError, match="num_threads"):
+        q(x, num_threads=-1)
+    assert LSTM(I, H, proj_size=3, seed=16).quantize()._layers[0][0].small is None
+    q64 = LSTM(I, H, seed=16, dtype=np.float64).quantize()
+    assert q64._small_call(x, None, 0) is None  # its outputs are float64, whatever x is
+    assert q64(x)[0].dtype == np.float64

@@ -823,12 +823,13 @@ def test_huge_sizes_fail_before_any_work():
             m = fastlstm.LSTM(1, 4, batch_first=batch_first, seed=0)
             shape = (1, 2 ** 40, 1) if batch_first else (2 ** 40, 1, 1)
             x = np.broadcast_to(np.zeros((1, 1, 1), np.float32), shape)
-            for call in (m, m.forward_train):
+            for call in (m, m.forward_train, m.quantize("int8")):
                 attempt(lambda: call(x))
         # one step of 2**40 rows: step and LSTMCell used to copy x first (4 TiB)
         x_t = np.broadcast_to(np.zeros((1, 1), np.float32), (2 ** 40, 1))
         cell = fastlstm.LSTMCell(1, 4)
-        for call in (fastlstm.LSTM(1, 4).step, cell, cell.forward_train):
+        for call in (fastlstm.LSTM(1, 4).step, cell, cell.forward_train,
+                     fastlstm.LSTM(1, 4).quantize("int8").step, cell.quantize("int8")):
             attempt(lambda: call(x_t))
         # a constructor: the layers are counted in O(1), not listed (10**10 of them used to
         # grow memory for minutes); the packed copies' padding counts (16x at hidden_size 1)
@@ -843,7 +844,7 @@ def test_huge_sizes_fail_before_any_work():
                           timeout=120, env=env)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 9 and all(line.startswith("raised") for line in lines), lines
+    assert len(lines) == 13 and all(line.startswith("raised") for line in lines), lines
     for line in lines:  # fastlstm's refusal from the sizes, not NumPy's failed copy (or the
         assert "would need" in line, line  # limit hit after minutes of growth)
 
