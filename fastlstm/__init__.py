@@ -10,11 +10,13 @@
 ``lstm.quantize("int8")`` gives an inference model with int8 weights (`QuantizedLSTM`).
 """
 import os as _os
+from typing import Any as _Any, Dict as _Dict
 
 from . import _kernels, reference
 from ._workspace import release_memory
 from .cell import LSTMCell
-from .model import LSTM, last_num_threads
+from ._direction import last_num_threads
+from .model import LSTM
 from .quantized import QuantizedLSTM, QuantizedLSTMCell
 
 __version__ = "0.1.0"
@@ -31,19 +33,29 @@ else:
     _kernels.select_isa(_kernels.best_isa())
 
 
-def openmp_enabled():
-    """True when the kernels were built with OpenMP (False means every call runs on one thread)."""
+def openmp_enabled() -> bool:
+    """Whether the kernels were built with OpenMP.
+
+    Returns
+    -------
+    bool
+        False means every call runs on one thread.
+    """
     return _kernels.openmp_enabled()
 
 
-def openmp_info():
+def openmp_info() -> _Dict[str, _Any]:
     """How the kernels run here.
 
-    Returns a dict: ``enabled`` (built with OpenMP), ``max_threads`` (what num_threads=None means:
-    omp_get_max_threads(), governed by OMP_NUM_THREADS and threadpoolctl), ``last_num_threads``
-    (the team the last call from this Python thread really ran, None before any), ``isa`` (the
-    kernel variant in use), ``isas`` (the variants this CPU supports, best first) and
-    ``isa_int8`` (the int8 kernel variant in use: 'avx512vnni', 'avx2' or 'generic').
+    Returns
+    -------
+    dict
+        ``enabled`` (built with OpenMP), ``max_threads`` (what ``num_threads=None`` means:
+        ``omp_get_max_threads()``, governed by ``OMP_NUM_THREADS`` and threadpoolctl),
+        ``last_num_threads`` (the team the last call from this Python thread really ran, None
+        before any), ``isa`` (the kernel variant in use), ``isas`` (the variants this CPU
+        supports, best first) and ``isa_int8`` (the int8 kernel variant in use:
+        'avx512vnni', 'avx2' or 'generic').
     """
     return {
         "enabled": _kernels.openmp_enabled(),

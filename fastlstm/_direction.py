@@ -16,13 +16,17 @@ valid rows, not one small pass per segment.
 recurrent state and the output are then r = W_hr h, P wide; a ragged batch then runs segment by
 segment with the plain methods).
 """
+from __future__ import annotations
+
 import threading
+from typing import Any, Dict, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _kernels, _workspace
 from ._packing import PANEL, pack, round_up
+from ._typing import FloatArray
 from ._validate import check_num_threads, check_upstream
 
 # The input projection runs over a chunk of steps at a time, at most this many gate values
@@ -32,7 +36,7 @@ CHUNK_VALUES = 1 << 21
 _last_call = threading.local()
 
 
-def last_num_threads():
+def last_num_threads() -> Optional[int]:
     """Threads the last kernel call made by this Python thread actually ran (None before any)."""
     return getattr(_last_call, "num_threads", None)
 
@@ -101,7 +105,10 @@ class _Direction:
 class KernelDirection(_Direction):
     """One direction's weights, packed once for fastlstm's kernels."""
 
-    def __init__(self, params, dtype):
+    small: Optional[_kernels.SmallForward]
+    small_train: Optional[_kernels.SmallTrain]
+
+    def __init__(self, params: Dict[str, FloatArray], dtype: Any) -> None:
         self.dtype = np.dtype(dtype)
         self.packed = pack(params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
                            params.get("bias_hh"), self.dtype, params.get("weight_hr"))

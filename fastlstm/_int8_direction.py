@@ -40,13 +40,14 @@ straight into the cell's input. Its results equal the NumPy definition's up to t
 the kernels' sigmoid and tanh differ from NumPy's (tests/test_quantized.py).
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from . import _kernels, _workspace
 from ._direction import CHUNK_VALUES, _Direction, _flat, _last_call
 from ._packing import gate_order, round_up
+from ._typing import FloatArray
 
 NR = 16  # int8 output panel (FL_I8_NR)
 F32 = np.dtype(np.float32)
@@ -110,8 +111,9 @@ class Int8Direction(_Direction):
     """One direction's int8 weights, packed once for the compiled int8 forward."""
 
     dtype = F32
+    small: Optional[_kernels.SmallForwardInt8]
 
-    def __init__(self, params):
+    def __init__(self, params: Dict[str, Any]) -> None:
         self.packed = p = pack_int8(params)
         self.input_size = p.input_size
         self.hidden_size = p.hidden_size
@@ -121,7 +123,8 @@ class Int8Direction(_Direction):
         # _small_call), as _direction.KernelDirection has one
         self.small = None if p.proj_size else _kernels.SmallForwardInt8(p, _last_call)
 
-    def run(self, x, h0, c0, y, num_threads):
+    def run(self, x: FloatArray, h0: FloatArray, c0: FloatArray, y: FloatArray,
+            num_threads: int) -> Tuple[FloatArray, FloatArray]:
         p, H, P = self.packed, self.hidden_size, self.proj_size
         T, B, K = x.shape
         Hp, Kr = round_up(H, NR), self.out_size

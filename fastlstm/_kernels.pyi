@@ -2,6 +2,8 @@
 # views of buffers fastlstm/model.py prepares; Cython types kept as comments.
 from collections.abc import Sequence
 
+from typing_extensions import disjoint_base  # (Cython types with C fields: PEP 800)
+
 import numpy as np
 
 def forward(
@@ -40,16 +42,24 @@ class SmallForward:
     def __init__(self, packed: object, record: object) -> None: ...
     def __call__(self, x: object, hx: object, num_threads: object,
                  batch_first: bool) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None: ...
+@disjoint_base
 class SmallBackprop:
     """The backprop of a SmallTrain call; it owns that forward's tape."""
     def __call__(self, grad_output: object = ..., grad_h_n: object = ..., grad_c_n: object = ...,
                  *, num_threads: int | None = ...) -> dict[str, np.ndarray]: ...
+@disjoint_base
 class SmallTrain:
     """forward_train with its whole entry in C, for the calls SmallForward takes (tape <= 2**18)."""
     def __init__(self, packed: object, record: object, output: object, check_upstream: object,
                  check_num_threads: object) -> None: ...
     def __call__(self, x: object, hx: object, num_threads: object, batch_first: bool
                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], SmallBackprop] | None: ...
+@disjoint_base
+class SmallForwardInt8:
+    """SmallForward for an int8 direction without projection (QuantizedLSTM's small calls)."""
+    def __init__(self, packed: object, record: object) -> None: ...
+    def __call__(self, x: object, hx: object, num_threads: object,
+                 batch_first: bool) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None: ...
 def probe_fma_gflops(dtype: object, seconds: float = ...) -> float: ...
 def probe_read_gbs(nbytes: int, dtype: object = ..., seconds: float = ...) -> float: ...
 def openmp_enabled() -> bool: ...
@@ -81,6 +91,19 @@ INT8_ISAS: tuple[str, ...]
 def isa_int8() -> str: ...
 def int8_isa_supported(name: str) -> bool: ...
 def int8_isas() -> list[str]: ...
+def forward_int8(
+    x: np.ndarray,  # const float[::1]
+    xs_t: int, xs_b: int, T: int, B: int, I: int, H: int, P: int,
+    w_ih: np.ndarray, bsum_ih: np.ndarray, s_ih: np.ndarray,  # const int8_t / int32_t / float[::1]
+    bias: np.ndarray,  # const float[::1]
+    w_hh: np.ndarray, bsum_hh: np.ndarray, s_hh: np.ndarray,
+    w_hr: np.ndarray | None, bsum_hr: np.ndarray | None,  # None: no projection
+    s_hr: np.ndarray | None,
+    gates: np.ndarray, chunk: int,  # float[::1]
+    h_state: np.ndarray, c_state: np.ndarray, h_full: np.ndarray | None,  # float[::1]
+    y: np.ndarray, ys_t: int, ys_b: int,  # float[::1]
+    num_threads: int = ...,
+) -> int: ...
 def int8_pack(q_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...  # int8 (N, K) -> (int8 1-D, int32 (P*16,))
 def int8_gemm(q_a: np.ndarray, packed: np.ndarray, bsum: np.ndarray, N: int, K: int,
               isa: str | None = ...) -> np.ndarray: ...  # int8 (M, >= round_up(K, 4)) -> int32 (M, N)

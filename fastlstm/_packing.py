@@ -9,16 +9,16 @@ training loop whose parameters change every step (fastlstm.torch), where the cal
 tape still needs the old values.
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from . import _kernels
 
-PANEL = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+PANEL: Dict[np.dtype[Any], int] = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
-def round_up(n, multiple):
+def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 

@@ -14,7 +14,14 @@ of one run (the kernels' results do not depend on how time is chunked nor on the
 The reverse direction of a ragged batch starts at each sequence's own last step: its input is
 each row's valid part reversed in time (padding stays where it is), and so is its output.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import FloatArray
 
 
 def segments(lengths, T, B):
@@ -68,7 +75,10 @@ def _back_direction(runner, tape, segs, dy, dh_n, dc_n, shape, num_threads):
     return runner.back_ragged(tape, dy, dh_n, dc_n, num_threads)
 
 
-def forward(layers, x, h0, c0, lengths, out, train, num_threads, dropout=None):
+def forward(layers: Any, x: FloatArray, h0: FloatArray, c0: FloatArray,
+            lengths: Optional[npt.NDArray[np.intp]], out: FloatArray, train: bool, num_threads: int,
+            dropout: Optional[Callable[[int, FloatArray], FloatArray]] = None
+            ) -> Tuple[FloatArray, FloatArray, Any]:
     """Run the stack. layers[l][d] are directions; `out` (T, B, D*H_out) receives the last
     layer's output (zeros where padding); dropout(l, y) returns layer l's output as the next
     layer sees it (training only). Returns h_n, c_n and, when training, the tape."""
@@ -101,7 +111,10 @@ def forward(layers, x, h0, c0, lengths, out, train, num_threads, dropout=None):
     return h_n, c_n, (tape, segs, rev, H_out, H)
 
 
-def backward(tape, dy, dh_n, dc_n, num_threads, dropout_grad=None):
+def backward(tape: Any, dy: Optional[FloatArray], dh_n: FloatArray, dc_n: FloatArray,
+             num_threads: int,
+             dropout_grad: Optional[Callable[[int, FloatArray], FloatArray]] = None
+             ) -> Tuple[FloatArray, FloatArray, FloatArray, List[List[Dict[str, FloatArray]]]]:
     """Gradients of a `forward(..., train=True)`: dx, dh0, dc0 and [layer][direction] parameter
     gradient dicts. dy (T, B, D*H_out) or None; dh_n, dc_n full state arrays (zeros if unused)."""
     layers, segs, rev, H_out, H = tape

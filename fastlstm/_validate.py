@@ -3,12 +3,18 @@
 Every message names the argument, the shape it expected and why (in terms of input_size,
 hidden_size, seq_len and batch), and what it got. Nothing below this module raises on user input.
 """
+from __future__ import annotations
+
 import operator
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import FloatArray
 
 
-def to_numpy(value):
+def to_numpy(value: Any) -> Any:
     """A NumPy view of an ndarray, a torch tensor (detached, on the CPU) or anything array-like."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
         value = value.detach().cpu()
@@ -21,7 +27,7 @@ def to_numpy(value):
     return value
 
 
-def as_float_array(name, value, dtype):
+def as_float_array(name: str, value: Any, dtype: npt.DTypeLike) -> FloatArray:
     """`value` as an aligned, C-contiguous array of the model's float dtype, never a view the caller
     owns for writing (kernels only read it). Other float dtypes are cast; anything else is a TypeError."""
     if type(value).__name__ == "PackedSequence" and hasattr(value, "batch_sizes"):
@@ -40,12 +46,12 @@ def as_float_array(name, value, dtype):
     if value.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point numbers (it is cast to the model's "
                         f"dtype {np.dtype(dtype).name}); got dtype {value.dtype}")
-    value = np.asarray(value, dtype=dtype, order="C")  # (ascontiguousarray would make 0-D 1-D)
+    out: FloatArray = np.asarray(value, dtype=dtype, order="C")  # (ascontiguousarray: 0-D -> 1-D)
     # A view of a byte buffer at an odd offset: C may not load a double from it (UBSan says so)
-    return value if value.flags.aligned else value.copy()
+    return out if out.flags.aligned else out.copy()
 
 
-def check_size(name, value):
+def check_size(name: str, value: Any) -> int:
     """A layer size: a positive int (bools and floats are refused, as in PyTorch)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -54,7 +60,7 @@ def check_size(name, value):
     return int(value)
 
 
-def check_num_threads(num_threads):
+def check_num_threads(num_threads: Any) -> int:
     """None (OpenMP's own setting) or a positive int; returned as the kernels' 0-means-default."""
     if num_threads is None:
         return 0
@@ -70,11 +76,12 @@ def check_num_threads(num_threads):
     return min(n, 2**31 - 1)  # the kernels cap the team at the work available anyway
 
 
-def _layout(batch_first):
+def _layout(batch_first: bool) -> str:
     return "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
 
 
-def check_input(x, input_size, batch_first, dtype):
+def check_input(x: Any, input_size: int, batch_first: bool,
+                dtype: npt.DTypeLike) -> Tuple[FloatArray, bool]:
     """Validate x; returns (x as a 3-D contiguous array in the user's layout, unbatched)."""
     x = as_float_array("x", x, dtype)
     layout = _layout(batch_first)
@@ -101,7 +108,9 @@ def check_input(x, input_size, batch_first, dtype):
     return x, unbatched
 
 
-def check_state(hx, batch, layers, directions, h_size, c_size, unbatched, batch_first, dtype):
+def check_state(hx: Any, batch: int, layers: int, directions: int, h_size: int, c_size: int,
+                unbatched: bool, batch_first: bool,
+                dtype: npt.DTypeLike) -> Tuple[FloatArray, FloatArray]:
     """Validate hx = (h0, c0); returns contiguous (layers*directions, batch, h_size) and
     (..., c_size) arrays (h_size is proj_size when the model projects), or zeros for None."""
     S = layers * directions
@@ -117,6 +126,7 @@ def check_state(hx, batch, layers, directions, h_size, c_size, unbatched, batch_
     for name, value, size in (("h0", hx[0], h_size), ("c0", hx[1], c_size)):
         value = as_float_array(name, value, dtype)
         width = "proj_size" if size != c_size else "hidden_size"
+        expected: Tuple[int, ...]
         if unbatched:
             expected = (S, size)
             why = f"({rows}, {width}) = ({S}, {size}) for an unbatched 2-D x"
@@ -130,7 +140,8 @@ def check_state(hx, batch, layers, directions, h_size, c_size, unbatched, batch_
     return out[0], out[1]
 
 
-def _state_hint(name, shape, expected, unbatched, batch_first, h_size, c_size, directions):
+def _state_hint(name: str, shape: Tuple[int, ...], expected: Tuple[int, ...], unbatched: bool,
+                batch_first: bool, h_size: int, c_size: int, directions: int) -> str:
     """The fix for the state-shape mistakes people make (seeds: missing layer axis, batch_first
     applied to the states, unbatched x with batched states, one state for a stacked model)."""
     S, size = expected[0], expected[-1]
@@ -162,7 +173,8 @@ def _state_hint(name, shape, expected, unbatched, batch_first, h_size, c_size, d
     return ""
 
 
-def check_lengths(lengths, batch, seq_len):
+def check_lengths(lengths: Any, batch: int,
+                  seq_len: int) -> Optional[npt.NDArray[np.intp]]:
     """None, or per-sequence lengths: integers in [0, seq_len], one per batch row."""
     if lengths is None:
         return None
@@ -184,26 +196,28 @@ def check_lengths(lengths, batch, seq_len):
     return arr.astype(np.intp)
 
 
-def check_upstream(name, value, expected_shape, dtype):
+def check_upstream(name: str, value: Any, expected_shape: Sequence[int],
+                   dtype: npt.DTypeLike) -> Optional[FloatArray]:
     """An upstream gradient: None, or an array of exactly the shape of what it is the gradient of."""
     if value is None:
         return None
-    value = as_float_array(name, value, dtype)
-    if value.shape != tuple(expected_shape):
+    array = as_float_array(name, value, dtype)
+    if array.shape != tuple(expected_shape):
         of = {"grad_output": "output", "grad_h_n": "h_n", "grad_c_n": "c_n"}[name]
         raise ValueError(f"{name} must have the shape of {of}, {tuple(expected_shape)}; "
-                         f"got {value.shape}")
-    return value
+                         f"got {array.shape}")
+    return array
 
 
-def check_parameter(name, value, expected_shape, dtype, why):
+def check_parameter(name: str, value: Any, expected_shape: Sequence[int], dtype: npt.DTypeLike,
+                    why: str) -> FloatArray:
     """A parameter array of exactly `expected_shape` (why: how that shape follows from the sizes)."""
-    value = as_float_array(name, value, dtype)
-    if value.shape != tuple(expected_shape):
+    array = as_float_array(name, value, dtype)
+    if array.shape != tuple(expected_shape):
         hint = ""
-        if value.ndim == 2 and value.shape[::-1] == tuple(expected_shape):
-            hint = (f". It looks transposed (Keras stores this weight as {value.shape}): "
+        if array.ndim == 2 and array.shape[::-1] == tuple(expected_shape):
+            hint = (f". It looks transposed (Keras stores this weight as {array.shape}): "
                     f"pass {name}.T")
         raise ValueError(f"{name} must have shape {tuple(expected_shape)} ({why}); "
-                         f"got {value.shape}{hint}")
-    return value
+                         f"got {array.shape}{hint}")
+    return array

@@ -15,11 +15,17 @@ view or memoryview of it is left anywhere.
 Each thread has its own lists, so concurrent calls never share memory; `release_memory()` empties
 the calling thread's lists (the lists of other threads go when those threads end).
 """
+from __future__ import annotations
+
 import math
 import sys
 import threading
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
+
+_Shape = Union[int, Tuple[int, ...]]
 
 # Below this, malloc reuses memory by itself: not worth keeping.
 _MIN_BYTES = 1 << 20
@@ -31,19 +37,21 @@ _MAX_RESULTS = 16
 
 
 class _FreeList(threading.local):
-    def __init__(self):
-        self.buffers = []  # 1-D uint8 arrays, most recently returned last
-        self.results = []  # 1-D uint8 arrays under results handed out, most recent last
+    def __init__(self) -> None:
+        # 1-D uint8 arrays: free ones, most recently returned last; those under results handed
+        # out, most recent last
+        self.buffers: List[npt.NDArray[np.uint8]] = []
+        self.results: List[npt.NDArray[np.uint8]] = []
 
 
 _free = _FreeList()
 
 
-def _nbytes(shape, dtype):
+def _nbytes(shape: _Shape, dtype: np.dtype[Any]) -> int:
     return (shape if isinstance(shape, int) else math.prod(shape)) * dtype.itemsize
 
 
-def take(shape, dtype):
+def take(shape: _Shape, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """An uninitialised array: a view of a free buffer of this thread that fits (not more than
     4x too big), else a new one."""
     dtype = np.dtype(dtype)
@@ -59,7 +67,7 @@ def take(shape, dtype):
     return raw[:nbytes].view(dtype).reshape(shape)
 
 
-def output(shape, dtype):
+def output(shape: _Shape, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """An uninitialised new array for the caller to keep (the kernels must write all of it): the
     memory of an earlier result nothing references any more, when one fits, else fresh."""
     dtype = np.dtype(dtype)
@@ -83,7 +91,7 @@ def output(shape, dtype):
     return raw[:nbytes].view(dtype).reshape(shape)
 
 
-def give(*arrays):
+def give(*arrays: Optional[npt.NDArray[Any]]) -> None:
     """Hand arrays obtained from take() back to the calling thread's free list (None: skipped)."""
     for array in arrays:
         if array is None or array.nbytes < _MIN_BYTES:
@@ -94,7 +102,12 @@ def give(*arrays):
             del _free.buffers[:-_MAX_KEPT]
 
 
-def release_memory():
-    """Free the scratch memory this Python thread keeps for later calls."""
+def release_memory() -> None:
+    """Free the scratch memory this Python thread keeps for later calls.
+
+    Buffers of 1 MiB and more are kept per Python thread and reused by the next call (fresh
+    memory costs a page fault per page); they never hold anything a caller sees. Other
+    threads' buffers go when those threads end.
+    """
     _free.buffers.clear()
     _free.results.clear()

@@ -3,12 +3,22 @@
 A cell is a one-layer LSTM run for one step: it holds an `LSTM` and renames PyTorch's
 ``weight_ih_l0`` & co. to the cell's ``weight_ih`` & co., and its states lose the layer axis.
 """
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
+from ._typing import CellBackprop, FloatArray, Gradients, State
 from ._validate import as_float_array, to_numpy
 from .model import LSTM
+
+if TYPE_CHECKING:  # (for annotations only: quantized imports this module)
+    from .quantized import QuantizedLSTMCell
+
+_C = TypeVar("_C", bound="LSTMCell")
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _LAYER_SUFFIX = re.compile(r"\b(" + "|".join(_NAMES) + r")_l0\b")
@@ -24,14 +34,28 @@ class LSTMCell:
     bias : bool, default True
         Whether the cell has ``bias_ih`` and ``bias_hh``.
     dtype : {np.float32, np.float64}, default np.float32
+        The dtype of the parameters, of the computation and of every output.
     seed : int or None
         Seed for the initial parameters, U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch.
 
+    Raises
+    ------
+    TypeError
+        A size that is not an int, or a dtype other than float32 and float64.
+    ValueError
+        A size below 1.
+    MemoryError
+        Parameters larger than this machine's memory.
+
+    Notes
+    -----
     x is (batch, input_size) or (input_size,); h and c are (batch, hidden_size), or
-    (hidden_size,) with a 1-D x; None means zeros.
+    (hidden_size,) with a 1-D x; None means zeros. The cell runs as a one-layer `LSTM` of one
+    step, with the same kernels and guarantees.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 dtype: npt.DTypeLike = np.float32, seed: Optional[int] = None) -> None:
         try:
             self._lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
         except MemoryError as exc:  # it names the LSTM inside; the user made a cell
@@ -41,14 +65,35 @@ class LSTMCell:
 
     # -- parameters: the LSTM's, without the layer suffix --------------------------------------
 
-    def parameters(self):
-        """The parameters by PyTorch's LSTMCell names, as read-only arrays."""
+    def parameters(self) -> Dict[str, FloatArray]:
+        """The parameters by ``torch.nn.LSTMCell``'s names, as read-only arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight_ih`` (4H, I), ``weight_hh`` (4H, H) and, with bias, ``bias_ih`` and
+            ``bias_hh`` (4H,). Change them with `set_parameters`.
+        """
         return {k[:-3]: v for k, v in self._lstm.parameters().items()}
 
     state_dict = parameters
 
-    def set_parameters(self, **arrays):
-        """Replace some or all parameters by name (weight_ih, weight_hh, bias_ih, bias_hh)."""
+    def set_parameters(self, **arrays: npt.ArrayLike) -> None:
+        """Replace some or all parameters by name, and repack the kernels' copy.
+
+        Parameters
+        ----------
+        **arrays : array_like
+            ``weight_ih=``, ``weight_hh=``, ``bias_ih=``, ``bias_hh=``, each of exactly its
+            shape; other float dtypes are cast to the cell's.
+
+        Raises
+        ------
+        TypeError
+            An unknown name, or values that are not floats.
+        ValueError
+            An array of the wrong shape.
+        """
         unknown = sorted(set(arrays) - set(self.parameters()))
         if unknown:
             raise TypeError(f"unknown parameter name(s) {unknown}; this LSTMCell has "
@@ -58,9 +103,23 @@ class LSTMCell:
         except (TypeError, ValueError) as exc:  # in the cell's names, which have no layer
             raise type(exc)(_LAYER_SUFFIX.sub(r"\1", str(exc))) from None
 
-    def load_state_dict(self, state_dict, strict=True):
-        """Load parameters by name (arrays or torch tensors); strict: missing or unexpected
-        keys raise KeyError."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load parameters by ``torch.nn.LSTMCell``'s names, cast to the cell's dtype.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like or torch.Tensor
+            Such as ``torch.nn.LSTMCell.state_dict()``.
+        strict : bool, default True
+            Require exactly this cell's names; without it, unknown ones are ignored.
+
+        Raises
+        ------
+        KeyError
+            With ``strict``, missing or unexpected names.
+        TypeError, ValueError
+            As `set_parameters`.
+        """
         state_dict = dict(state_dict)
         expected = set(self.parameters())
         missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
@@ -70,9 +129,30 @@ class LSTMCell:
         self.set_parameters(**{k: v for k, v in state_dict.items() if k in expected})
 
     @classmethod
-    def from_state_dict(cls, state_dict, *, dtype=None):
-        """An LSTMCell from weight_ih (4H, I), weight_hh (4H, H) and optional biases; the dtype
-        is weight_ih's when it is float32/float64 unless given."""
+    def from_state_dict(cls: Type[_C], state_dict: Mapping[str, Any], *,
+                        dtype: Optional[npt.DTypeLike] = None) -> _C:
+        """An LSTMCell from ``torch.nn.LSTMCell``-named parameters.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like or torch.Tensor
+            ``weight_ih`` (4H, I), ``weight_hh`` (4H, H) and optionally ``bias_ih``,
+            ``bias_hh`` (4H,).
+        dtype : {np.float32, np.float64}, optional
+            Default: ``weight_ih``'s dtype when it is float32 or float64, else float32.
+
+        Returns
+        -------
+        LSTMCell
+            A cell holding copies of these parameters.
+
+        Raises
+        ------
+        KeyError
+            ``weight_ih`` or ``weight_hh`` is missing, or unexpected names.
+        ValueError
+            Shapes that do not form a cell.
+        """
         state_dict = {k: to_numpy(v) for k, v in dict(state_dict).items()}
         if "weight_ih" not in state_dict or "weight_hh" not in state_dict:
             raise KeyError(f"state_dict needs weight_ih and weight_hh (torch.nn.LSTMCell's "
@@ -88,8 +168,28 @@ class LSTMCell:
         return cell
 
     @classmethod
-    def from_torch(cls, module):
-        """The same cell as a ``torch.nn.LSTMCell`` (float64 stays float64, else float32)."""
+    def from_torch(cls: Type[_C], module: Any) -> _C:
+        """The same cell as a ``torch.nn.LSTMCell``.
+
+        Parameters
+        ----------
+        module : torch.nn.LSTMCell
+            Its parameters are copied (from any device); float64 stays float64, other float
+            dtypes become float32.
+
+        Returns
+        -------
+        LSTMCell
+            A cell that gives ``module``'s results.
+
+        Raises
+        ------
+        KeyError, ValueError
+            ``module``'s parameters do not form a cell (see `from_state_dict`).
+        TypeError
+            ``module`` is not a ``torch.nn.LSTMCell`` (an ``nn.LSTM``, a GRU, an RNN...): the
+            message names what it got and what to use.
+        """
         from .model import _check_torch_lstm, _is_torch_cell
         _check_torch_lstm(module)
         if not _is_torch_cell(module):
@@ -102,7 +202,7 @@ class LSTMCell:
                                     for k, v in sd.items()},
                                    dtype=np.float64 if wide else np.float32)
 
-    def quantize(self, mode="int8"):
+    def quantize(self, mode: str = "int8") -> QuantizedLSTMCell:
         """An inference copy of this cell with quantized weights: ``q = cell.quantize("int8")``.
 
         Parameters
@@ -125,13 +225,13 @@ class LSTMCell:
         from .quantized import QuantizedLSTMCell
         return QuantizedLSTMCell(self, mode)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"LSTMCell({self.input_size}, {self.hidden_size}"
                 f"{'' if self.bias else ', bias=False'}, dtype={self.dtype.name})")
 
     # -- running ------------------------------------------------------------------------------
 
-    def _prepare(self, x, hx):
+    def _prepare(self, x: Any, hx: Any) -> Tuple[FloatArray, State, bool]:
         """x as a one-step sequence (1, B, I) and the states as (1, B, H)."""
         shape = getattr(x, "shape", None)
         if shape is not None and len(shape) == 2:  # before x is copied
@@ -147,7 +247,7 @@ class LSTMCell:
         B = 1 if unbatched else x.shape[0]
         expected = (H,) if unbatched else (B, H)
         if hx is None:
-            states = (np.zeros((1, B, H), self.dtype),) * 2
+            states: List[FloatArray] = [np.zeros((1, B, H), self.dtype)] * 2
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"hx must be a tuple (h, c) of two arrays, got "
@@ -164,25 +264,70 @@ class LSTMCell:
                                      f"batch taken from x{', 1-D for a 1-D x' if unbatched else ''}"
                                      f"); got {s.shape}{hint}")
                 states.append(s.reshape(1, B, H))
-        return x.reshape(1, B, I), tuple(states), unbatched
+        return x.reshape(1, B, I), (states[0], states[1]), unbatched
 
-    def __call__(self, x, hx=None, *, num_threads=None):
-        """One step: returns the new (h, c), shaped like hx."""
-        seq, hx, unbatched = self._prepare(x, hx)
-        _, (h, c) = self._lstm(seq, hx, num_threads=num_threads)
+    def __call__(self, x: npt.ArrayLike, hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+                 *, num_threads: Optional[int] = None) -> State:
+        """One step: ``h, c = cell(x, (h, c))``.
+
+        Parameters
+        ----------
+        x : array_like
+            (batch, input_size), or (input_size,) for one sample.
+        hx : (h, c) or None
+            Each (batch, hidden_size), or (hidden_size,) with a 1-D x; None means zeros.
+        num_threads : int, optional
+            As for `LSTM.__call__`.
+
+        Returns
+        -------
+        (h, c) : tuple of ndarray
+            The new states, shaped as hx.
+
+        Raises
+        ------
+        ValueError
+            Shapes that do not fit the cell (the message says which and how to fix it).
+        TypeError
+            Values that are not floats, or hx that is not a pair.
+        """
+        seq, states, unbatched = self._prepare(x, hx)
+        _, (h, c) = self._lstm(seq, states, num_threads=num_threads)
         return (h[0, 0], c[0, 0]) if unbatched else (h[0], c[0])
 
     forward = __call__
 
-    def forward_train(self, x, hx=None, *, num_threads=None):
-        """One step that keeps what the backward needs: ``(h, c), backprop``, where
-        ``backprop(grad_h=None, grad_c=None)`` returns gradients keyed ``x``, ``h``, ``c`` and
-        the parameter names."""
-        seq, hx, unbatched = self._prepare(x, hx)
-        _, (h, c), backprop_seq = self._lstm.forward_train(seq, hx, num_threads=num_threads)
+    def forward_train(self, x: npt.ArrayLike,
+                      hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None, *,
+                      num_threads: Optional[int] = None) -> Tuple[State, CellBackprop]:
+        """One step that keeps what the backward needs.
+
+        Parameters
+        ----------
+        x, hx, num_threads
+            As for `__call__`.
+
+        Returns
+        -------
+        (h, c) : tuple of ndarray
+            As `__call__` returns them.
+        backprop : callable
+            ``backprop(grad_h=None, grad_c=None, *, num_threads=None)`` returns the gradients
+            keyed ``x``, ``h``, ``c`` and the parameter names (at least one upstream gradient
+            is needed).
+
+        Raises
+        ------
+        ValueError, TypeError
+            As `__call__`; ``backprop`` raises ValueError for an upstream gradient of the
+            wrong shape, or when both are None.
+        """
+        seq, states, unbatched = self._prepare(x, hx)
+        _, (h, c), backprop_seq = self._lstm.forward_train(seq, states, num_threads=num_threads)
         shape = h.shape[1:] if not unbatched else h.shape[2:]
 
-        def backprop(grad_h=None, grad_c=None, *, num_threads=None):
+        def backprop(grad_h: Optional[npt.ArrayLike] = None, grad_c: Optional[npt.ArrayLike] = None,
+                     *, num_threads: Optional[int] = None) -> Gradients:
             ups = []
             for name, g in (("grad_h", grad_h), ("grad_c", grad_c)):
                 if g is not None:

@@ -9,17 +9,27 @@ block above `reference.quantize_rows`), in float32 with int8 weights and activat
 Layers, directions and ragged batches are `_stack`'s, composed from one `_int8_direction`
 runner per layer and direction (where the compiled int8 driver plugs in).
 """
+from __future__ import annotations
+
 import json
+import os
 import re
+from typing import (IO, TYPE_CHECKING, Any, Dict, List, Mapping, NoReturn, Optional, Tuple,
+                    Union)
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _stack, reference
 from ._int8_direction import Int8Direction
 from ._packing import PANEL
+from ._typing import FloatArray, State, StateLike
 from ._validate import check_num_threads, check_size
 from .cell import LSTMCell
 from .model import _QUANTIZED_FORMAT, LSTM, _check_dropout, _save_npz
+
+if TYPE_CHECKING:
+    from .shapes import Description
 
 __all__ = ["MODES", "QuantizedLSTM", "QuantizedLSTMCell"]
 
@@ -32,7 +42,7 @@ _F32 = np.dtype(np.float32)
 _I8 = np.dtype(np.int8)
 
 
-def check_mode(mode):
+def check_mode(mode: object) -> str:
     """A quantization mode by name, or the ValueError that lists the modes there are."""
     if isinstance(mode, str) and mode in MODES:
         return mode
@@ -40,7 +50,7 @@ def check_mode(mode):
     raise ValueError(f"unknown quantization mode {mode!r}; the modes are {listed}")
 
 
-def _refuse(model, what):
+def _refuse(model: Union[QuantizedLSTM, QuantizedLSTMCell], what: str) -> TypeError:
     kind = type(model).__name__
     base = kind.replace("Quantized", "")
     var = "cell" if base == "LSTMCell" else "model"
@@ -49,7 +59,7 @@ def _refuse(model, what):
                      f"{var}.quantize({model.mode!r})")
 
 
-def _rebuild(config, arrays):
+def _rebuild(config: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> QuantizedLSTM:
     """QuantizedLSTM.__reduce__'s inverse."""
     return QuantizedLSTM._from_arrays(config, arrays)
 
@@ -97,7 +107,7 @@ class QuantizedLSTM:
     float model and quantize it again. ``trace`` and ``to_onnx`` raise NotImplementedError.
     """
 
-    def __init__(self, model, mode="int8"):
+    def __init__(self, model: LSTM, mode: str = "int8") -> None:
         mode = check_mode(mode)
         if not isinstance(model, LSTM):
             hint = ""
@@ -108,7 +118,7 @@ class QuantizedLSTM:
         self._configure(model.config(), mode)
         self._check_sums(repr(model))
         params = model.parameters()
-        arrays = {}
+        arrays: Dict[str, npt.NDArray[Any]] = {}
         for k in range(self.num_layers):
             for d in range(self.num_directions):
                 sfx = f"_l{k}" + ("_reverse" if d else "")
@@ -125,7 +135,7 @@ class QuantizedLSTM:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def _configure(self, config, mode):
+    def _configure(self, config: Mapping[str, Any], mode: object) -> None:
         """The float model's configuration (checked: it may come from a file) and the mode."""
         config = dict(config)
         known = {"input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
@@ -148,27 +158,40 @@ class QuantizedLSTM:
             raise ValueError(f"proj_size must be 0 (no projection) or in [1, hidden_size) = "
                              f"[1, {self.hidden_size}), got {proj_size!r}")
         self.proj_size = int(proj_size)
+        dtype: Optional[np.dtype[Any]]
         try:
-            self.dtype = np.dtype(config["dtype"])
+            dtype = np.dtype(config["dtype"])
         except TypeError:
-            self.dtype = None
-        if self.dtype not in PANEL:
+            dtype = None
+        if dtype is None or dtype not in PANEL:
             raise TypeError(f"dtype must be float32 or float64, got {config['dtype']!r}")
+        self.dtype: np.dtype[Any] = dtype
 
-    _h_out = LSTM._h_out
+    if TYPE_CHECKING:
+        @property
+        def _h_out(self) -> int: ...
+    else:
+        _h_out = LSTM._h_out
 
-    def config(self):
-        """The float model's constructor arguments and ``mode``, as plain Python values."""
+    def config(self) -> Dict[str, Any]:
+        """The float model's constructor arguments and ``mode``, as plain Python values.
+
+        Returns
+        -------
+        dict
+            `LSTM.config`'s keys and ``mode``.
+        """
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional,
                     proj_size=self.proj_size, dtype=self.dtype.name, mode=self.mode)
 
-    def _sums(self):
+    def _sums(self) -> List[Tuple[str, str, int]]:
         """[(parameter name, what it sums over, K)] of every integer sum, first layer first."""
         H, H_out, D = self.hidden_size, self._h_out, self.num_directions
         width = "proj_size" if self.proj_size else "hidden_size"
-        out = []
+        out: List[Tuple[str, str, int]] = []
+        inputs: Tuple[str, int]
         for k in range(self.num_layers):
             if k == 0:
                 inputs = ("input_size", self.input_size)
@@ -180,7 +203,7 @@ class QuantizedLSTM:
                 out.append((f"weight_hr_l{k}", "hidden_size", H))
         return out
 
-    def _check_sums(self, what):
+    def _check_sums(self, what: str) -> None:
         """Refuse, before any work, a model whose int32 sums could overflow."""
         for name, why, K in self._sums():
             if K > reference.INT8_MAX_K:
@@ -192,12 +215,12 @@ class QuantizedLSTM:
 
     # -- parameters ------------------------------------------------------------------------
 
-    def _parameter_specs(self):
+    def _parameter_specs(self) -> Dict[str, Tuple[Tuple[int, ...], np.dtype[Any], str]]:
         """{name: (shape, dtype, why)} in the order parameters() lists them."""
         H, P, D = self.hidden_size, self.proj_size, self.num_directions
         H_out = P or H
         width = "proj_size" if P else "hidden_size"
-        specs = {}
+        specs: Dict[str, Tuple[Tuple[int, ...], np.dtype[Any], str]] = {}
         for k in range(self.num_layers):
             I = self.input_size if k == 0 else D * H_out
             i_why = (f"input_size = {I}" if k == 0 else
@@ -216,14 +239,14 @@ class QuantizedLSTM:
                     specs[f"weight_hr_scale{sfx}"] = ((P,), _F32, f"one per row: proj_size = {P}")
         return specs
 
-    def _set(self, arrays):
+    def _set(self, arrays: Mapping[str, Any]) -> None:
         """Check every array, store read-only copies and build the runners (all at once)."""
         specs = self._parameter_specs()
         missing, unexpected = sorted(set(specs) - set(arrays)), sorted(set(arrays) - set(specs))
         if missing or unexpected:
             raise KeyError(f"the arrays do not match {self!r}: missing {missing}, unexpected "
                            f"{unexpected}")
-        params = {}
+        params: Dict[str, npt.NDArray[Any]] = {}
         for name, (shape, dtype, why) in specs.items():
             value = np.asarray(arrays[name])
             if value.dtype != dtype or value.shape != shape:
@@ -234,13 +257,13 @@ class QuantizedLSTM:
                                  f"(the values are in [-127, 127])")
             # over immutable bytes, as LSTM's: what parameters() shows is what runs
             params[name] = np.frombuffer(value.tobytes(), dtype).reshape(shape)
-        layers = []
+        layers: List[List[Int8Direction]] = []
         for k in range(self.num_layers):
-            directions = []
+            directions: List[Int8Direction] = []
             for suffix in ("", "_reverse")[:self.num_directions]:
                 sfx = f"_l{k}{suffix}"
 
-                def pair(base):
+                def pair(base: str) -> Optional[Tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
                     if f"{base}{sfx}" not in params:
                         return None
                     return params[f"{base}{sfx}"], params[f"{base}_scale{sfx}"]
@@ -252,7 +275,7 @@ class QuantizedLSTM:
         self._one_direction = len(layers) == 1 and len(layers[0]) == 1
 
     @classmethod
-    def _from_arrays(cls, config, arrays):
+    def _from_arrays(cls, config: Mapping[str, Any], arrays: Mapping[str, Any]) -> QuantizedLSTM:
         """A quantized model from its configuration (with mode) and arrays (a file, a pickle)."""
         config = dict(config)
         mode = config.pop("mode", None)
@@ -262,29 +285,58 @@ class QuantizedLSTM:
         model._set(arrays)
         return model
 
-    def parameters(self):
-        """The int8 weights, their float32 scales and the float32 biases by name (see the class
-        notes), as read-only arrays over immutable memory."""
+    def parameters(self) -> Dict[str, npt.NDArray[Any]]:
+        """The int8 weights, their float32 scales and the float32 biases by name.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The arrays the class notes list, read-only, over immutable memory.
+        """
         return {name: value.view() for name, value in self._params.items()}
 
     state_dict = parameters
 
-    def set_parameters(self, **arrays):
-        """Refused: quantized weights are not set. Raises TypeError."""
+    def set_parameters(self, **arrays: Any) -> NoReturn:
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        **arrays
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "set_parameters")
 
-    def load_state_dict(self, state_dict, strict=True):
-        """Refused: quantized weights are not set. Raises TypeError."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> NoReturn:
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Ignored.
+        strict : bool, default True
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "load_state_dict")
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of the weights, scales and biases (what the model keeps in memory)."""
         return sum(value.nbytes for value in self._params.values())
 
     # -- files and copies ------------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path: Union[str, os.PathLike[str], IO[bytes]]) -> None:
         """Write the model to a ``.npz`` that NumPy alone reads (no pickle): ``fastlstm_format``
         (2), ``fastlstm_config`` (JSON: the float model's configuration and ``mode``) and the
         parameters (int8 weights, float32 scales and biases). `LSTM.load` and `load` read it.
@@ -293,12 +345,27 @@ class QuantizedLSTM:
         ----------
         path : str, os.PathLike or binary file object
             Written as given (no ``.npz`` is added).
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
         """
         _save_npz(path, _QUANTIZED_FORMAT, self.config(), self._params)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: Union[str, os.PathLike[str], IO[bytes]]) -> QuantizedLSTM:
         """Read a quantized model written by `save` (``allow_pickle=False``).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file `save` wrote.
+
+        Returns
+        -------
+        QuantizedLSTM
+            The model saved.
 
         Raises
         ------
@@ -312,23 +379,60 @@ class QuantizedLSTM:
                              f"LSTM.load(path) reads it, .quantize('int8') quantizes it")
         return model
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         """pickle and copy.deepcopy: the configuration and the arrays."""
         return _rebuild, (self.config(), self.parameters())
 
     # -- what the float model has and this one does not ------------------------------------
 
-    def forward_train(self, x, hx=None, *, lengths=None, seed=None, num_threads=None):
-        """Refused: a quantized model does not train. Raises TypeError."""
+    def forward_train(self, x: npt.ArrayLike, hx: StateLike = None, *,
+                      lengths: Optional[npt.ArrayLike] = None, seed: Optional[int] = None,
+                      num_threads: Optional[int] = None) -> NoReturn:
+        """Refused: a quantized model does not train.
+
+        Parameters
+        ----------
+        x, hx, lengths, seed, num_threads
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float model and quantize it again.
+        """
         raise _refuse(self, "forward_train (and its backprop)")
 
-    def trace(self, x, hx=None):
-        """Not available for a quantized model. Raises NotImplementedError."""
-        from .shapes import trace
-        return trace(self, x, hx)  # which refuses, saying why
+    def trace(self, x: npt.ArrayLike, hx: StateLike = None) -> NoReturn:
+        """Not available for a quantized model: trace the float model it came from.
 
-    def to_onnx(self, path, **kwargs):
-        """Not available for a quantized model. Raises NotImplementedError."""
+        Parameters
+        ----------
+        x, hx
+            Ignored.
+
+        Raises
+        ------
+        NotImplementedError
+            Always: a trace follows the float computation, which this model does not run.
+        """
+        from .shapes import trace
+        trace(self, x, hx)  # which refuses, saying why
+        raise AssertionError("unreachable: shapes.trace refuses quantized models")
+
+    def to_onnx(self, path: Any, **kwargs: Any) -> NoReturn:
+        """Not available for a quantized model: export the float model instead.
+
+        Parameters
+        ----------
+        path, **kwargs
+            Ignored.
+
+        Raises
+        ------
+        NotImplementedError
+            Always: ONNX has no int8 LSTM with fastlstm's per-row scheme (the message says
+            how to quantize an exported float model with ONNX Runtime).
+        """
         raise NotImplementedError(
             f"to_onnx() writes float LSTMs; ONNX has no int8 LSTM with fastlstm's per-row scheme "
             f"(ONNX Runtime's DynamicQuantizeLSTM quantizes differently). Export the float model "
@@ -337,36 +441,81 @@ class QuantizedLSTM:
 
     # -- describing ------------------------------------------------------------------------
 
-    def describe(self, seq_len=None, batch=None):
-        """Every tensor's shape and meaning, the int8 parameters and their memory (printable
-        table); see `fastlstm.shapes.describe`."""
+    def describe(self, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
+        """Every tensor's shape and meaning, the int8 parameters and their memory.
+
+        Parameters
+        ----------
+        seq_len, batch : int, optional
+            Sizes to put in the shapes; None leaves them symbolic.
+
+        Returns
+        -------
+        fastlstm.shapes.Description
+            A printable table; ``desc.memory`` holds the parameters' bytes.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``seq_len`` or ``batch`` not None nor an int >= 0.
+        """
         from .shapes import describe
         return describe(self, seq_len=seq_len, batch=batch)
 
-    _repr_args = LSTM._repr_args
+    if TYPE_CHECKING:
+        def _repr_args(self) -> str: ...
+    else:
+        _repr_args = LSTM._repr_args
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"QuantizedLSTM({self._repr_args()}, mode={self.mode}, dtype={self.dtype.name})"
 
     # -- running: LSTM's validation, then the stack in float32 -----------------------------
 
     # The float model's own input handling, so every check and message is the same.
-    _check_call_size = LSTM._check_call_size
-    _prepare = LSTM._prepare
-    _empty_output = LSTM._empty_output
-    _states_out = staticmethod(LSTM._states_out)
+    # (declared for type checkers, which would refuse a QuantizedLSTM as LSTM's self)
+    if TYPE_CHECKING:
+        def _check_call_size(self, T: int, B: int, train: bool, what: str) -> None: ...
+        def _prepare(self, x: Any, hx: Any, lengths: Any, train: bool) -> Tuple[
+            FloatArray, bool, FloatArray, FloatArray, Optional[npt.NDArray[np.intp]]]: ...
+        def _empty_output(self, T: int, B: int,
+                          unbatched: bool) -> Tuple[FloatArray, FloatArray]: ...
+        @staticmethod
+        def _states_out(h_n: FloatArray, c_n: FloatArray, unbatched: bool) -> State: ...
+    else:
+        _check_call_size = LSTM._check_call_size
+        _prepare = LSTM._prepare
+        _empty_output = LSTM._empty_output
+        _states_out = staticmethod(LSTM._states_out)
 
-    def __call__(self, x, hx=None, *, lengths=None, num_threads=None):
+    def __call__(self, x: npt.ArrayLike, hx: StateLike = None, *,
+                 lengths: Optional[npt.ArrayLike] = None,
+                 num_threads: Optional[int] = None) -> Tuple[FloatArray, State]:
         """Run the sequence: ``output, (h_n, c_n) = q(x, hx, lengths=..., num_threads=...)``.
 
-        Shapes, layouts, ``lengths`` and ``num_threads`` as `LSTM.__call__`; x, hx and the
-        outputs are in the model's dtype, the computation in float32 (the int8 scheme).
+        x, hx and the outputs are in the model's dtype, the computation in float32 (the int8
+        scheme).
+
+        Parameters
+        ----------
+        x, hx, lengths, num_threads
+            Shapes, layouts and meaning as for `LSTM.__call__`.
+
+        Returns
+        -------
+        output, (h_n, c_n)
+            As `LSTM.__call__` returns them.
+
+        Raises
+        ------
+        ValueError, TypeError, MemoryError
+            As `LSTM.__call__`, with the same messages.
         """
         nt = check_num_threads(num_threads)
         if lengths is None and self._one_direction:  # (x, hx unchecked: `small` checks them)
-            out = self._small_call(x, hx, nt)
-            if out is not None:
-                return out
+            small = self._small_call(x, hx, nt)
+            if small is not None:
+                return small
         xt, unbatched, h0, c0, lengths = self._prepare(x, hx, lengths, False)
         T, B = xt.shape[:2]
         y, y_tm = self._empty_output(T, B, unbatched)
@@ -388,7 +537,7 @@ class QuantizedLSTM:
         h_n, c_n = (a.astype(self.dtype, copy=False) for a in (h_n, c_n))
         return y, self._states_out(h_n, c_n, unbatched)
 
-    def _small_call(self, x, hx, nt):
+    def _small_call(self, x: Any, hx: Any, nt: int) -> Optional[Tuple[FloatArray, State]]:
         """A small float32 call of a one-layer, one-direction model without projection, whole in
         C (`_kernels.SmallForwardInt8`): validation and the stack would cost more than the work
         (a one-step call, workload f). None: take the general path."""
@@ -398,10 +547,14 @@ class QuantizedLSTM:
         return small(x, hx, nt or None, self.batch_first)
 
     forward = __call__
-    step = LSTM.step
+    if TYPE_CHECKING:
+        def step(self, x_t: npt.ArrayLike, state: StateLike = None, *,
+                 num_threads: Optional[int] = None) -> Tuple[FloatArray, State]: ...
+    else:
+        step = LSTM.step
 
 
-def _cell_message(exc):
+def _cell_message(exc: Exception) -> Exception:
     """An error of the LSTM inside a cell, in the cell's names (weight_ih, not weight_ih_l0)."""
     text = str(exc).replace("LSTM(", "LSTMCell(")
     return type(exc)(_CELL_NAME.sub(r"\1", text))
@@ -433,7 +586,7 @@ class QuantizedLSTMCell:
     ``load_state_dict`` raise TypeError: train the float cell and quantize it again.
     """
 
-    def __init__(self, cell, mode="int8"):
+    def __init__(self, cell: LSTMCell, mode: str = "int8") -> None:
         mode = check_mode(mode)
         if not isinstance(cell, LSTMCell):
             raise TypeError(f"QuantizedLSTMCell quantizes a fastlstm.LSTMCell, got "
@@ -445,35 +598,85 @@ class QuantizedLSTMCell:
         self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
         self.bias, self.dtype, self.mode = cell.bias, cell.dtype, mode
 
-    def parameters(self):
-        """The int8 weights, their scales and the bias by the cell's names, read-only."""
+    def parameters(self) -> Dict[str, npt.NDArray[Any]]:
+        """The int8 weights, their scales and the bias by the cell's names, read-only.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight_ih``, ``weight_ih_scale``, ``weight_hh``, ``weight_hh_scale`` and, with
+            bias, ``bias``.
+        """
         return {k[:-3]: v for k, v in self._lstm.parameters().items()}
 
     state_dict = parameters
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of the weights, scales and bias."""
         return self._lstm.nbytes
 
-    def set_parameters(self, **arrays):
-        """Refused: quantized weights are not set. Raises TypeError."""
+    def set_parameters(self, **arrays: Any) -> NoReturn:
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        **arrays
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "set_parameters")
 
-    def load_state_dict(self, state_dict, strict=True):
-        """Refused: quantized weights are not set. Raises TypeError."""
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> NoReturn:
+        """Refused: quantized weights are not set.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Ignored.
+        strict : bool, default True
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "load_state_dict")
 
-    def forward_train(self, x, hx=None, *, num_threads=None):
-        """Refused: a quantized cell does not train. Raises TypeError."""
+    def forward_train(self, x: npt.ArrayLike,
+                      hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None, *,
+                      num_threads: Optional[int] = None) -> NoReturn:
+        """Refused: a quantized cell does not train.
+
+        Parameters
+        ----------
+        x, hx, num_threads
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always: train the float cell and quantize it again.
+        """
         raise _refuse(self, "forward_train (and its backprop)")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"QuantizedLSTMCell({self.input_size}, {self.hidden_size}"
                 f"{'' if self.bias else ', bias=False'}, mode={self.mode}, "
                 f"dtype={self.dtype.name})")
 
     # the float cell's own input handling and call, on the quantized LSTM inside
-    _prepare = LSTMCell._prepare
-    __call__ = LSTMCell.__call__
+    if TYPE_CHECKING:
+        def _prepare(self, x: Any, hx: Any) -> Tuple[FloatArray, State, bool]: ...
+        def __call__(self, x: npt.ArrayLike,
+                     hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None, *,
+                     num_threads: Optional[int] = None) -> State: ...
+    else:
+        _prepare = LSTMCell._prepare
+        __call__ = LSTMCell.__call__
     forward = __call__

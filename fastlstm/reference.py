@@ -36,19 +36,30 @@ the thread count with ``threadpoolctl.threadpool_limits`` or the
 ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` environment variables set
 before NumPy is imported.
 """
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["forward", "forward_train", "backward", "quantize_rows", "quantize_lstm",
            "int8_gates", "forward_int8", "forward_int8_layers", "INT8_MAX_K"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Annotation aliases (this module imports nothing from fastlstm, so _typing's are restated)
+FloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64
+_A = npt.NDArray[Any]
+_Pair = Tuple[_A, _A]  # an int8 weight and its row scales, from quantize_rows
+_Opt = Optional[npt.ArrayLike]
+_F32A = npt.NDArray[np.float32]
+_Out = Tuple[FloatArray, FloatArray, FloatArray]  # output, h_n, c_n
 
 
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _sigmoid_(a):
+def _sigmoid_(a: _A) -> _A:
     """Numerically stable sigmoid, in place: ``0.5 * tanh(0.5 * a) + 0.5``."""
     np.multiply(a, 0.5, out=a)
     np.tanh(a, out=a)
@@ -57,7 +68,7 @@ def _sigmoid_(a):
     return a
 
 
-def _transposed(w):
+def _transposed(w: _A) -> _A:
     """C-contiguous copy of ``w.T``.
 
     OpenBLAS (NumPy's wheels) runs the per-step ``h @ W_hh^T`` for B >= 2
@@ -75,12 +86,14 @@ def _transposed(w):
     return out
 
 
-def _check_shape(name, a, shape):
+def _check_shape(name: str, a: _A, shape: Tuple[int, ...]) -> None:
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
 
 
-def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
+def _prepare(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: _Opt,
+             bias_hh: _Opt, h0: _Opt, c0: _Opt, weight_hr: _Opt = None
+            ) -> Tuple[_A, _A, _A, Optional[_A], _A, _A, Optional[_A]]:
     """Validate shapes and cast everything to ``x.dtype`` (no copies when
     the dtype already matches; nothing here is ever written to)."""
     x = np.asarray(x)
@@ -123,7 +136,7 @@ def _prepare(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr=None):
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _matmul(a, b, out, rowwise):
+def _matmul(a: _A, b: _A, out: _A, rowwise: bool) -> _A:
     """``a @ b`` into ``out``; with ``rowwise``, one row at a time (a vector-matrix product per
     row, so a row's result does not depend on how many rows are computed together)."""
     if not rowwise:
@@ -133,7 +146,8 @@ def _matmul(a, b, out, rowwise):
     return out
 
 
-def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
+def _run(x: _A, w_ih: _A, w_hh: _A, bias: Optional[_A], h0: _A, c0: _A, keep: bool,
+         w_hr: Optional[_A] = None, rowwise: bool = False) -> Tuple[Any, ...]:
     """The forward time loop.  ``keep=True`` also stores what BPTT needs.
 
     Returns ``(hs, c_n, gates, cells, tanh_cells, raw)``: ``hs`` is
@@ -150,7 +164,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
     # B == 1 NumPy uses gemv, which is about as fast on the transposed view
     # (BLAS handles the transpose), so the copy would rarely pay off.
     w_hh_t = _transposed(w_hh) if (B >= 2 and T >= 8) or rowwise else w_hh.T
-    w_hr_t = None if w_hr is None else (_transposed(w_hr) if rowwise else w_hr.T)
+    w_hr_t: Any = None if w_hr is None else (_transposed(w_hr) if rowwise else w_hr.T)
 
     # Input projection for all time steps at once: one big, efficient GEMM.
     # With keep=True it is then activated in place, step by step, and
@@ -163,7 +177,10 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
 
     hs = np.empty((T + 1, B, P), dtype)
     hs[0] = h0
-    raw = np.empty((T, B, H), dtype) if (keep and w_hr is not None) else None
+    # (Any: these are None unless keep / w_hr, which every use below checks first)
+    raw: Any = np.empty((T, B, H), dtype) if (keep and w_hr is not None) else None
+    cells: Any
+    tanh_cells: Any
     if keep:
         cells = np.empty((T + 1, B, H), dtype)
         cells[0] = c0
@@ -175,7 +192,7 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
         tc_buf = np.empty((B, H), dtype)
     rec = np.empty((B, 4 * H), dtype)  # h_{t-1} @ W_hh^T
     ig = np.empty((B, H), dtype)  # i * g
-    h_raw = np.empty((B, H), dtype) if w_hr is not None else None
+    h_raw: Any = np.empty((B, H), dtype) if w_hr is not None else None
 
     for t in range(T):
         _matmul(hs[t], w_hh_t, rec, rowwise)
@@ -213,8 +230,9 @@ def _run(x, w_ih, w_hh, bias, h0, c0, keep, w_hr=None, rowwise=False):
 # ----------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------
-def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-            weight_hr=None, *, rowwise=False):
+def forward(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
+            bias_ih: _Opt = None, bias_hh: _Opt = None, h0: _Opt = None, c0: _Opt = None,
+            weight_hr: _Opt = None, *, rowwise: bool = False) -> _Out:
     """Run a one-layer LSTM over a sequence (inference, no cache).
 
     Parameters
@@ -242,12 +260,20 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
 
     Returns
     -------
-    output : ndarray, shape (T, B, H)
+    output : ndarray, shape (T, B, H_out)
         Hidden state of every step.
-    h_n : ndarray, shape (B, H)
+    h_n : ndarray, shape (B, H_out)
         Last hidden state (``h0`` when ``T == 0``).
     c_n : ndarray, shape (B, H)
         Last cell state (``c0`` when ``T == 0``).
+
+    Raises
+    ------
+    TypeError
+        x is not float32 or float64.
+    ValueError
+        A shape that does not fit (the message names the array, the shape expected and the
+        shape given).
 
     Notes
     -----
@@ -260,13 +286,15 @@ def forward(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=Non
     return hs[1:], hs[-1].copy(), c_n
 
 
-def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None,
-                  weight_hr=None, *, rowwise=False):
+def forward_train(x: npt.ArrayLike, weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike,
+                  bias_ih: _Opt = None, bias_hh: _Opt = None, h0: _Opt = None, c0: _Opt = None,
+                  weight_hr: _Opt = None, *, rowwise: bool = False
+                 ) -> Tuple[FloatArray, FloatArray, FloatArray, Dict[str, Any]]:
     """Like :func:`forward`, and also return the cache for :func:`backward`.
 
     Parameters
     ----------
-    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0
+    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, weight_hr, rowwise
         As in :func:`forward`.
 
     Returns
@@ -276,8 +304,13 @@ def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, 
     cache : dict
         What :func:`backward` needs: activated gates ``(T, B, 4H)``, cell
         states ``(T+1, B, H)`` (``c0`` first), ``tanh`` of the cells, the
-        hidden states ``(T+1, B, H)`` (``h0`` first; ``output`` is a view of
+        hidden states ``(T+1, B, H_out)`` (``h0`` first; ``output`` is a view of
         them), ``x`` and the weights (cast to ``x.dtype``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As in :func:`forward`.
 
     Notes
     -----
@@ -295,7 +328,8 @@ def forward_train(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, 
     return hs[1:], hs[-1].copy(), c_n, cache
 
 
-def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
+def backward(cache: Dict[str, Any], grad_output: _Opt = None, grad_h_n: _Opt = None,
+             grad_c_n: _Opt = None) -> Dict[str, FloatArray]:
     """Backpropagation through time for :func:`forward_train`.
 
     Parameters
@@ -329,6 +363,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     if grad_output is None and grad_h_n is None and grad_c_n is None:
         raise ValueError("backward needs at least one of grad_output, grad_h_n, grad_c_n")
     x, w_ih, w_hh = cache["x"], cache["weight_ih"], cache["weight_hh"]
+    raw: Any  # (None without a projection, and used only with one)
     w_hr, raw = cache.get("weight_hr"), cache.get("raw")
     gates, cells, tanh_cells, hs = (cache["gates"], cache["cells"],
                                     cache["tanh_cells"], cache["hs"])
@@ -337,7 +372,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     P = w_hh.shape[1]
     dtype = x.dtype
 
-    def upstream(name, g, shape):
+    def upstream(name: str, g: _Opt, shape: Tuple[int, ...]) -> FloatArray:
         # Own, writable copy (the loop updates dh / dc in place).
         if g is None:
             return np.zeros(shape, dtype)
@@ -354,7 +389,7 @@ def backward(cache, grad_output=None, grad_h_n=None, grad_c_n=None):
     d_gates = np.empty((T, B, 4 * H), dtype)  # pre-activation gate grads
     dh_out = np.empty((B, P), dtype)  # dL/dh_t, of the (projected) h
     dh = np.empty((B, H), dtype) if w_hr is not None else dh_out  # of o * tanh(c)
-    d_hs = np.empty((T, B, P), dtype) if w_hr is not None else None
+    d_hs: Any = np.empty((T, B, P), dtype) if w_hr is not None else None  # (None: unused)
     tmp = np.empty((B, H), dtype)
     for t in range(T - 1, -1, -1):
         at = gates[t]
@@ -507,7 +542,7 @@ _F32 = np.float32
 _Q127 = np.float32(127.0)
 
 
-def quantize_rows(a):
+def quantize_rows(a: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], _F32A]:
     """Symmetric int8 quantization, one scale per row (the last axis).
 
     Parameters
@@ -524,7 +559,17 @@ def quantize_rows(a):
         ``127 / FLT_MAX``, where ``127 / max`` overflows); NaN for a row with a NaN or +-inf
         (its q are then 0).  So ``q * scale`` approximates ``a``.
 
-    See the comment block above for the exact definition (what the C kernels reproduce).
+    Raises
+    ------
+    TypeError
+        Values that are not float32 or float64.
+    ValueError
+        A 0-D ``a`` (it has no row).
+
+    Notes
+    -----
+    The comment block above this function in ``fastlstm/reference.py`` is the exact definition
+    (what the C kernels reproduce, bitwise).
     """
     a = np.asarray(a)
     if a.dtype not in _FLOAT_DTYPES:
@@ -546,12 +591,12 @@ def quantize_rows(a):
     return q, scale
 
 
-def _int_weights_t(q):
+def _int_weights_t(q: _A) -> npt.NDArray[np.float64]:
     """(K, N) float64 copy of an int8 weight's transpose, the right operand of `_int_sums`."""
     return np.ascontiguousarray(q.T, dtype=np.float64)
 
 
-def _int_sums(qa, qw_t):
+def _int_sums(qa: _A, qw_t: _A) -> npt.NDArray[np.int32]:
     """Exact int32 ``qa @ qw.T`` (qa int8 (..., K), qw_t from `_int_weights_t`).
 
     Done as a float64 matrix product: exact, see the comment block above."""
@@ -559,16 +604,18 @@ def _int_sums(qa, qw_t):
     if K > INT8_MAX_K:
         raise ValueError(f"int8 sums over K = {K} products can overflow int32 (127^2 * K >= "
                          f"2^31); the int8 scheme supports K <= {INT8_MAX_K}")
-    return np.matmul(qa.astype(np.float64), qw_t).astype(np.int32)
+    sums: npt.NDArray[np.int32] = np.matmul(qa.astype(np.float64), qw_t).astype(np.int32)
+    return sums
 
 
-def _dequantize(acc, s_a, s_w):
+def _dequantize(acc: _A, s_a: _A, s_w: _A) -> _F32A:
     """fl(float32(acc) * fl(s_a * s_w)), s_a one scale per row of acc, s_w one per column."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return acc.astype(_F32) * (s_a[..., None] * s_w)
+        out: npt.NDArray[np.float32] = acc.astype(_F32) * (s_a[..., None] * s_w)
+    return out
 
 
-def _as_pair(name, pair, rows, cols):
+def _as_pair(name: str, pair: Any, rows: Optional[int], cols: Optional[int]) -> _Pair:
     """Check a (q int8, scale float32) pair of a quantized weight."""
     try:
         q, s = pair
@@ -591,14 +638,29 @@ def _as_pair(name, pair, rows, cols):
     return q, s
 
 
-def quantize_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
+def quantize_lstm(weight_ih: npt.ArrayLike, weight_hh: npt.ArrayLike, bias_ih: _Opt = None,
+                  bias_hh: _Opt = None, weight_hr: _Opt = None) -> Dict[str, Any]:
     """Quantize one layer and direction's parameters for `forward_int8`.
 
-    Parameters are PyTorch's (as for :func:`forward`); float64 values are rounded to float32
-    first.  Returns a dict with the keyword arguments of `forward_int8`: ``weight_ih``,
-    ``weight_hh`` and ``weight_hr`` (None without a projection) as ``(q, scale)`` pairs of
-    `quantize_rows`, and ``bias`` = fl(b_ih + b_hh) (float32, (4H,); zeros when both are None).
-    Raises ValueError for a sum length over ``INT8_MAX_K``.
+    Parameters
+    ----------
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr : array_like
+        PyTorch's parameters, as for :func:`forward` (biases and ``weight_hr`` optional);
+        float64 values are rounded to float32 first.
+
+    Returns
+    -------
+    dict
+        The keyword arguments of `forward_int8`: ``weight_ih``, ``weight_hh`` and
+        ``weight_hr`` (None without a projection) as ``(q, scale)`` pairs of `quantize_rows`,
+        and ``bias`` = fl(b_ih + b_hh) (float32, (4H,); zeros when both are None).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not form an LSTM layer, or a sum length over ``INT8_MAX_K``.
+    TypeError
+        Biases that are not float32 or float64.
     """
     w_ih = np.asarray(weight_ih)
     w_hh = np.asarray(weight_hh)
@@ -625,7 +687,8 @@ def quantize_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=No
     return out
 
 
-def _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0, weight_hr):
+def _prepare_int8(x: npt.ArrayLike, weight_ih: Any, weight_hh: Any, bias: _Opt, h0: _Opt, c0: _Opt,
+                  weight_hr: Any) -> Tuple[_A, _Pair, _Pair, _A, _A, _A, Optional[_Pair]]:
     x = np.asarray(x)
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
@@ -665,7 +728,7 @@ def _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0, weight_hr):
     return x, w_ih, w_hh, bias, states[0], states[1], w_hr
 
 
-def _input_gates(x, w_ih, bias, w_ih_t=None):
+def _input_gates(x: _A, w_ih: _Pair, bias: _A, w_ih_t: Optional[_A] = None) -> _F32A:
     """gx = fl(deq(sum qx Q_ih) + bias) for every row of x (..., I): shape (..., 4H)."""
     q, s = w_ih
     qx, sx = quantize_rows(x)
@@ -676,7 +739,7 @@ def _input_gates(x, w_ih, bias, w_ih_t=None):
     return gx
 
 
-def _rec_gates(h, w_hh, w_hh_t=None):
+def _rec_gates(h: _A, w_hh: _Pair, w_hh_t: Optional[_A] = None) -> _F32A:
     """deq(sum qh Q_hh) for every row of h (B, H_out): shape (B, 4H)."""
     q, s = w_hh
     qh, sh = quantize_rows(h)
@@ -685,13 +748,35 @@ def _rec_gates(h, w_hh, w_hh_t=None):
     return _dequantize(_int_sums(qh, w_hh_t), sh, s)
 
 
-def int8_gates(x_t, h_prev, weight_ih, weight_hh, bias=None, weight_hr=None):
-    """The pre-activation gates ``a`` (B, 4H), float32, of one int8 step: x_t (B, I) and
-    h_prev (B, H_out) float (float64 rounded to float32), the parameters as `quantize_lstm`
-    returns them (``weight_hr`` only fixes H_out; it takes no part in the gates).
+def int8_gates(x_t: npt.ArrayLike, h_prev: npt.ArrayLike, weight_ih: _Pair, weight_hh: _Pair,
+               bias: _Opt = None, weight_hr: Optional[_Pair] = None) -> _F32A:
+    """The pre-activation gates of one int8 step: the per-step contract of the kernels.
 
     Bitwise what `forward_int8` computes at a step whose input row is x_t and previous hidden
-    state h_prev (the hoisting does not change a bit): the per-step contract of the kernels."""
+    state h_prev (the hoisting does not change a bit).
+
+    Parameters
+    ----------
+    x_t : array_like, shape (B, I)
+        The step's input, float32 or float64 (rounded to float32).
+    h_prev : array_like, shape (B, H_out)
+        The previous hidden state, float32 or float64 (rounded to float32).
+    weight_ih, weight_hh, bias, weight_hr
+        As `quantize_lstm` returns them (``weight_hr`` only fixes H_out; it takes no part in
+        the gates).
+
+    Returns
+    -------
+    ndarray of float32, shape (B, 4H)
+        The pre-activation gates ``a``, blocks i, f, g, o.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or int8 weights holding -128.
+    TypeError
+        Values or weights of the wrong dtypes.
+    """
     x_t = np.asarray(x_t)
     if x_t.ndim != 2:
         raise ValueError(f"x_t must have shape (B, I), got {x_t.shape}")
@@ -703,14 +788,15 @@ def int8_gates(x_t, h_prev, weight_ih, weight_hh, bias=None, weight_hr=None):
     return a
 
 
-def _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr):
+def _run_int8(x: _A, w_ih: _Pair, w_hh: _Pair, bias: _A, h0: _A, c0: _A, w_hr: Optional[_Pair]
+             ) -> Tuple[_F32A, _F32A]:
     """The int8 time loop (all float32): returns hs (T+1, B, H_out) with hs[0] = h0, and c_n."""
     T, B, _ = x.shape
     H = w_ih[0].shape[0] // 4
     P = w_hh[0].shape[1]
     gates = _input_gates(x, w_ih, bias)  # (T, B, 4H): hoisted input part, bias included
     w_hh_t = _int_weights_t(w_hh[0])
-    w_hr_t = None if w_hr is None else _int_weights_t(w_hr[0])
+    w_hr_t: Any = None if w_hr is None else _int_weights_t(w_hr[0])  # (None: unused)
     hs = np.empty((T + 1, B, P), _F32)
     hs[0] = h0
     c = c0.copy()
@@ -737,7 +823,8 @@ def _run_int8(x, w_ih, w_hh, bias, h0, c0, w_hr):
     return hs, c
 
 
-def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr=None):
+def forward_int8(x: npt.ArrayLike, weight_ih: _Pair, weight_hh: _Pair, bias: _Opt = None,
+                 h0: _Opt = None, c0: _Opt = None, weight_hr: Optional[_Pair] = None) -> _Out:
     """Run one layer, one direction of the int8 LSTM (the scheme defined above).
 
     Parameters
@@ -756,9 +843,19 @@ def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr
 
     Returns
     -------
-    output (T, B, H_out), h_n (B, H_out), c_n (B, H), in x's dtype.
+    output, h_n, c_n : ndarray
+        (T, B, H_out), (B, H_out) and (B, H), in x's dtype.
 
-    Typical use: ``forward_int8(x, **quantize_lstm(W_ih, W_hh, b_ih, b_hh), h0=h0, c0=c0)``.
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or int8 weights holding -128.
+    TypeError
+        Values or weights of the wrong dtypes.
+
+    Examples
+    --------
+    ``forward_int8(x, **quantize_lstm(W_ih, W_hh, b_ih, b_hh), h0=h0, c0=c0)``.
     """
     dtype = np.asarray(x).dtype
     x, w_ih, w_hh, bias, h0, c0, w_hr = _prepare_int8(x, weight_ih, weight_hh, bias, h0, c0,
@@ -768,14 +865,33 @@ def forward_int8(x, weight_ih, weight_hh, bias=None, h0=None, c0=None, weight_hr
     return (hs[1:].astype(dtype), hs[-1].astype(dtype), c_n.astype(dtype))
 
 
-def forward_int8_layers(x, layers, h0=None, c0=None):
+def forward_int8_layers(x: npt.ArrayLike, layers: Sequence[Sequence[Dict[str, Any]]],
+                        h0: Optional[_A] = None, c0: Optional[_A] = None) -> _Out:
     """A stack of int8 layers and directions, composed as PyTorch composes them.
 
-    ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,
-    1 reverse: it runs on x reversed in time, and its output is reversed back).  Layer l > 0
-    takes the float32 concatenation [forward | reverse] of layer l-1's outputs as its x.
-    ``h0``/``c0``: (L*D, B, H_out) / (L*D, B, H), row l*D + d, or None (zeros).
-    Returns output (T, B, D*H_out), h_n, c_n, in x's dtype.
+    Parameters
+    ----------
+    x : array_like, shape (T, B, I)
+        Input, time-major, float32 or float64.
+    layers : sequence of sequences of dict
+        ``layers[l][d]`` is the `quantize_lstm` dict of layer l, direction d (0 forward,
+        1 reverse: it runs on x reversed in time, and its output is reversed back).  Layer
+        l > 0 takes the float32 concatenation [forward | reverse] of layer l-1's outputs as
+        its x.
+    h0, c0 : ndarray, optional
+        (L*D, B, H_out) and (L*D, B, H), row l*D + d; None means zeros.
+
+    Returns
+    -------
+    output, h_n, c_n : ndarray
+        (T, B, D*H_out), (L*D, B, H_out) and (L*D, B, H), in x's dtype.
+
+    Raises
+    ------
+    TypeError
+        x is not float32 or float64.
+    ValueError
+        Layers with different numbers of directions, or shapes that do not fit.
     """
     x = np.asarray(x)
     dtype = x.dtype

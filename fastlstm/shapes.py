@@ -11,13 +11,17 @@ activation at every step, to show what the cell does. Both are explanatory tools
     >>> desc["x"].shape, desc["weight_ih_l0"].shape, desc["W_f_l0"].shape, desc["h_n"].shape
     (('seq_len', 2, 3), (20, 3), (5, 8), (1, 2, 5))
 """
+from __future__ import annotations
+
 import operator
 import textwrap
 import types
 from collections import namedtuple
 from collections.abc import Mapping
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from ._validate import check_input, check_size, check_state, to_numpy
 
@@ -36,17 +40,27 @@ _CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0,
                     "batch_first": False, "bias": True}
 # quantization modes describe knows (fastlstm.quantized.MODES; None: a float model)
 _MODES = ("int8",)
+_F64 = npt.NDArray[np.float64]  # (annotations)
 
 Row = namedtuple("Row", "name shape meaning")
-Row.__doc__ = """One tensor: its name, its shape (ints, or 'seq_len' / 'batch' where those were
-not given) and what it is."""
+Row.__doc__ = """One tensor of a `Description`: a named tuple ``(name, shape, meaning)``.
+
+Parameters
+----------
+name : str
+    The tensor's name (``x``, ``h0``, ``weight_ih_l0``, ``W_f_l0``, ``f_t``, ...).
+shape : tuple of int or str
+    Its shape: ints, or 'seq_len' / 'batch' where those were not given.
+meaning : str
+    What it is, in words.
+"""
 
 
-def _suffix(layer, direction):
+def _suffix(layer: int, direction: int) -> str:
     return f"_l{layer}" + ("_reverse" if direction else "")
 
 
-def _fmt_shape(shape):
+def _fmt_shape(shape: Sequence[Union[int, str]]) -> str:
     inner = ", ".join(str(s) for s in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
@@ -71,33 +85,63 @@ class Description:
         (float32, one per weight row), ``bias`` (float32), ``total``, and ``float32`` (the
         float32 model's parameters, for comparison). None for a float model.
 
+    Parameters
+    ----------
+    config : mapping
+        The configuration, as under Attributes (`describe_config` builds it).
+    sections : sequence of (title, sequence of Row)
+        The rows, grouped as printed.
+    memory : mapping, optional
+        A quantized model's parameter memory, as under Attributes.
+
+    Notes
+    -----
     ``str(desc)`` (and the REPL's ``repr``) is an aligned table; ``desc[name]`` is one Row.
+    Made by `describe`, `describe_config` and the models' ``describe``.
     """
 
-    def __init__(self, config, sections, memory=None):
+    def __init__(self, config: Mapping[str, Any], sections: Sequence[Tuple[str, Sequence[Row]]],
+                 memory: Optional[Mapping[str, int]] = None) -> None:
         self.config = dict(config)
         self.config.setdefault("mode", None)
         self.sections = [(title, list(rows)) for title, rows in sections]
         self.memory = None if memory is None else dict(memory)
 
     @property
-    def rows(self):
+    def rows(self) -> List[Row]:
+        """Every row, in order."""
         return [row for _, rows in self.sections for row in rows]
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Row:
         for row in self.rows:
             if row.name == name:
                 return row
         raise KeyError(f"no row named {name!r}; the rows are {[r.name for r in self.rows]}")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.rows)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def format(self, width=100):
-        """The table, its meaning column wrapped so that lines stay within `width` characters."""
+    def format(self, width: int = 100) -> str:
+        """The table, its meaning column wrapped so that lines stay within `width` characters.
+
+        Parameters
+        ----------
+        width : int, default 100
+            The line width to wrap at (at least 30 characters go to the meaning column).
+
+        Returns
+        -------
+        str
+            The table, as ``print(desc)`` shows it with the default width.
+
+        Raises
+        ------
+        TypeError
+            A width that is not a number.
+        """
         rows = self.rows
         w_name = max(len(r.name) for r in rows)
         w_shape = max(len(_fmt_shape(r.shape)) for r in rows)
@@ -135,28 +179,28 @@ class Description:
 
     __str__ = format
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.format()
 
 
-def _optional_size(name, value):
+def _optional_size(name: str, value: Any) -> Optional[int]:
     """seq_len / batch: None (shown symbolically) or an int >= 0."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise TypeError(f"{name} must be None or an int >= 0, got {value!r}")
     try:
-        value = operator.index(value)
+        n = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be None (shown as '{name}') or an int >= 0, got "
                         f"{type(value).__name__} {value!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be None (shown as '{name}') or an int >= 0, got {value}")
-    return value
+    if n < 0:
+        raise ValueError(f"{name} must be None (shown as '{name}') or an int >= 0, got {n}")
+    return n
 
 
-def _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first,
-                  bias):
+def _check_config(input_size: Any, hidden_size: Any, num_layers: Any, bidirectional: Any,
+                  proj_size: Any, batch_first: Any, bias: Any) -> Dict[str, Any]:
     config = {"input_size": check_size("input_size", input_size),
               "hidden_size": check_size("hidden_size", hidden_size),
               "num_layers": check_size("num_layers", num_layers),
@@ -174,18 +218,35 @@ def _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size,
     return config
 
 
-def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, proj_size=0,
-                    batch_first=False, bias=True, seq_len=None, batch=None, mode=None):
-    """The shape and meaning of every tensor of an LSTM with this configuration (no weights
-    needed). Arguments are ``torch.nn.LSTM``'s; seq_len and batch, when None, stay symbolic
-    ('seq_len', 'batch') in the shapes. mode: None (a float model) or "int8", a quantized
-    model (`fastlstm.QuantizedLSTM`): its int8 parameters, how a step uses them, and their
-    memory (``desc.memory``).
+def describe_config(input_size: int, hidden_size: int, num_layers: int = 1,
+                    bidirectional: bool = False, proj_size: int = 0, batch_first: bool = False,
+                    bias: bool = True, seq_len: Optional[int] = None, batch: Optional[int] = None,
+                    mode: Optional[str] = None) -> Description:
+    """The shape and meaning of every tensor of an LSTM with this configuration.
+
+    No weights are needed.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias
+        As for ``torch.nn.LSTM`` (and `fastlstm.LSTM`).
+    seq_len, batch : int, optional
+        Sizes to put in the shapes; None leaves them symbolic ('seq_len', 'batch').
+    mode : {None, "int8"}, optional
+        None: a float model. "int8": a quantized model (`fastlstm.QuantizedLSTM`), with its
+        int8 parameters, how a step uses them, and their memory (``desc.memory``).
 
     Returns
     -------
     Description
         ``desc.rows`` is a list of ``Row(name, shape, meaning)``; ``print(desc)`` shows a table.
+
+    Raises
+    ------
+    TypeError
+        A size of the wrong type (bools and floats are not sizes).
+    ValueError
+        A size out of range, ``proj_size`` not in [0, hidden_size), or an unknown mode.
     """
     config = _check_config(input_size, hidden_size, num_layers, bidirectional, proj_size,
                            batch_first, bias)
@@ -198,7 +259,7 @@ def describe_config(input_size, hidden_size, num_layers=1, bidirectional=False, 
     return Description(config, _sections(**config), _memory(config) if mode else None)
 
 
-def _memory(config):
+def _memory(config: Mapping[str, Any]) -> Dict[str, int]:
     """Bytes of a quantized model's parameters (and of the float32 model's), from the sizes."""
     I, H, L, P = (config[k] for k in ("input_size", "hidden_size", "num_layers", "proj_size"))
     D = 2 if config["bidirectional"] else 1
@@ -211,21 +272,39 @@ def _memory(config):
             "float32": 4 * (weights + 2 * bias)}
 
 
-def describe(model, seq_len=None, batch=None):
+def describe(model: Any, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Description:
     """The shape and meaning of every tensor of `model` (see `describe_config`).
 
-    `model` is anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
-    ``torch.nn.LSTM``) or a mapping of them; input_size and hidden_size are required, the others
-    default as in PyTorch. Only the configuration is read, never the weights. A ``mode`` that
-    names a quantization mode ("int8": a `fastlstm.QuantizedLSTM`, or its ``config()``)
-    describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s is "LSTM") is not
-    read.
+    Parameters
+    ----------
+    model : LSTM, torch.nn.LSTM or mapping
+        Anything with ``torch.nn.LSTM``'s configuration attributes (a `fastlstm.LSTM`, a
+        ``torch.nn.LSTM``) or a mapping of them; input_size and hidden_size are required, the
+        others default as in PyTorch. Only the configuration is read, never the weights. A
+        ``mode`` that names a quantization mode ("int8": a `fastlstm.QuantizedLSTM`, or its
+        ``config()``) describes the quantized model; any other ``mode`` (``torch.nn.LSTM``'s
+        is "LSTM") is not read.
+    seq_len, batch : int, optional
+        Sizes to put in the shapes; None leaves them symbolic.
+
+    Returns
+    -------
+    Description
+        As `describe_config` returns it.
+
+    Raises
+    ------
+    TypeError
+        `model` lacks input_size or hidden_size, or a size of the wrong type.
+    ValueError
+        A size out of range.
     """
+    get: Callable[..., Any]
     if isinstance(model, Mapping):
-        def get(key, default=None):
+        def get(key: str, default: Any = None) -> Any:
             return model.get(key, default)
     else:
-        def get(key, default=None):
+        def get(key: str, default: Any = None) -> Any:
             return getattr(model, key, default)
     missing = [k for k in ("input_size", "hidden_size") if get(k) is None]
     if missing:
@@ -239,8 +318,9 @@ def describe(model, seq_len=None, batch=None):
     return describe_config(**config, seq_len=seq_len, batch=batch)
 
 
-def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, batch_first, bias,
-              seq_len, batch, mode=None):
+def _sections(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
+              proj_size: int, batch_first: bool, bias: bool, seq_len: Optional[int],
+              batch: Optional[int], mode: Optional[str] = None) -> List[Tuple[str, List[Row]]]:
     I, H, L, P = input_size, hidden_size, num_layers, proj_size
     D = 2 if bidirectional else 1
     H_out = P or H
@@ -341,7 +421,8 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
     out_shape = (B, T, D * H_out) if batch_first else (T, B, D * H_out)
     last = (L - 1) * D
 
-    def at(step, cols=""):  # output at time `step` (and feature slice `cols`), in x's layout
+    # output at time `step` (and feature slice `cols`), in x's layout
+    def at(step: int, cols: str = "") -> str:
         if batch_first:
             return f"output[:, {step}{cols}]"
         return f"output[{step}, :{cols}]" if cols else f"output[{step}]"
@@ -362,7 +443,8 @@ def _sections(input_size, hidden_size, num_layers, bidirectional, proj_size, bat
     return sections
 
 
-def _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias):
+def _quantized_rows(sfx: str, blocks: str, src: str, I_k: int, H: int, H_out: int, P: int,
+                    bias: bool) -> List[Row]:
     """A quantized model's parameters of one layer and direction."""
     rows = [
         Row(f"weight_ih{sfx}", (4 * H, I_k),
@@ -386,7 +468,7 @@ def _quantized_rows(sfx, blocks, src, I_k, H, H_out, P, bias):
     return rows
 
 
-def _float_only(model, what):
+def _float_only(model: Any, what: str) -> None:
     """Refuse a quantized model where the float weights are needed (trace, gate_weights)."""
     mode = getattr(model, "mode", None)
     if isinstance(mode, str) and mode in _MODES:
@@ -396,14 +478,37 @@ def _float_only(model, what):
             f"outputs with this one's")
 
 
-def gate_weights(model, gate, layer=0, direction=0):
+def gate_weights(model: Any, gate: str, layer: int = 0,
+                 direction: int = 0) -> Tuple[_F64, _F64]:
     """One gate's weights in the textbook's one-matrix view.
 
-    Returns ``(W, b)``: W of shape (hidden_size, I_k + H_out) such that the gate's
-    pre-activation is ``W @ concatenate([x_t, h_prev]) + b``, from PyTorch's stacked
-    ``weight_ih``/``weight_hh`` row blocks; b = bias_ih + bias_hh for that gate (zeros without
-    bias). float64 copies; `model` is a `fastlstm.LSTM` or anything with ``state_dict()`` and
-    ``hidden_size`` (a ``torch.nn.LSTM``).
+    Parameters
+    ----------
+    model : LSTM or torch.nn.LSTM
+        A `fastlstm.LSTM` or anything with ``state_dict()`` and ``hidden_size``.
+    gate : {"i", "f", "g", "o"}
+        The gate, by PyTorch's letter.
+    layer : int, default 0
+        The layer.
+    direction : int, default 0
+        0 forward, 1 reverse.
+
+    Returns
+    -------
+    W : ndarray of float64, shape (hidden_size, I_k + H_out)
+        Such that the gate's pre-activation is ``W @ concatenate([x_t, h_prev]) + b``, from
+        PyTorch's stacked ``weight_ih``/``weight_hh`` row blocks (a copy).
+    b : ndarray of float64, shape (hidden_size,)
+        bias_ih + bias_hh for that gate (zeros without bias).
+
+    Raises
+    ------
+    ValueError
+        An unknown gate.
+    KeyError
+        A layer or direction the model does not have.
+    NotImplementedError
+        A quantized model (its float weights are gone).
     """
     _float_only(model, "gate_weights(...)")
     if gate not in GATES:
@@ -422,11 +527,11 @@ def gate_weights(model, gate, layer=0, direction=0):
 
 # -- trace -----------------------------------------------------------------------------------------
 
-def _state_dict(model):
+def _state_dict(model: Any) -> Dict[str, _F64]:
     return {k: np.array(to_numpy(v), dtype=np.float64) for k, v in model.state_dict().items()}
 
 
-def _sigmoid(a):
+def _sigmoid(a: _F64) -> _F64:
     # 1 / (1 + exp(-a)) overflows (with a warning) for large negative a; this form cannot
     return 0.5 * np.tanh(0.5 * a) + 0.5
 
@@ -456,16 +561,30 @@ class Trace:
     the B axis is absent, as in the model's outputs. ``tr.step(t, layer, direction)`` gives
     the same keys at one step. ``tr.output``, ``tr.h_n``, ``tr.c_n`` are what the model
     returns, in float64 and the model's layouts. ``print(tr)`` lists every value.
+
+    Parameters
+    ----------
+    values : mapping
+        ``{(layer, direction): {key: array}}``, as described above.
+    output, h_n, c_n : ndarray
+        The model's results, in float64.
+    num_layers, num_directions : int
+        The model's.
+
+    Notes
+    -----
+    Made by `trace` and `fastlstm.LSTM.trace`.
     """
 
     KEYS = ("x", "i_pre", "f_pre", "g_pre", "o_pre", "i", "f", "g", "o", "c", "h")
 
-    def __init__(self, values, output, h_n, c_n, num_layers, num_directions):
+    def __init__(self, values: Mapping[Tuple[int, int], Mapping[str, _F64]], output: _F64,
+                 h_n: _F64, c_n: _F64, num_layers: int, num_directions: int) -> None:
         self._values = {key: types.MappingProxyType(arrays) for key, arrays in values.items()}
         self.output, self.h_n, self.c_n = output, h_n, c_n
         self.num_layers, self.num_directions = num_layers, num_directions
 
-    def _key(self, key):
+    def _key(self, key: Any) -> Tuple[int, int]:
         if isinstance(key, tuple) and len(key) == 2:
             layer, direction = key
         elif self.num_directions == 1 and not isinstance(key, tuple):
@@ -483,29 +602,58 @@ class Trace:
                            f"{self.num_layers - 1}, directions 0..{self.num_directions - 1}")
         return layer % self.num_layers, direction
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Mapping[str, _F64]:
         return self._values[self._key(key)]
 
-    def keys(self):
-        """The (layer, direction) pairs, in the order the model computes them."""
+    def keys(self) -> List[Tuple[int, int]]:
+        """The (layer, direction) pairs, in the order the model computes them.
+
+        Returns
+        -------
+        list of (int, int)
+            ``[(0, 0), (0, 1), (1, 0), ...]``.
+        """
         return list(self._values)
 
-    def step(self, t, layer=0, direction=0):
-        """The values at position t of one layer and direction: dict key -> (B, ·) array."""
+    def step(self, t: int, layer: int = 0, direction: int = 0) -> Dict[str, _F64]:
+        """The values at position t of one layer and direction.
+
+        Parameters
+        ----------
+        t : int
+            The position in the sequence.
+        layer : int, default 0
+            The layer (negative counts from the last).
+        direction : int, default 0
+            0 forward, 1 reverse.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The keys of the class table, each (B, ·) (or (·,) unbatched) at step t.
+
+        Raises
+        ------
+        KeyError
+            A layer or direction outside the trace.
+        IndexError
+            t outside the sequence.
+        """
         return {k: v[t] for k, v in self[layer, direction].items()}
 
     @property
-    def seq_len(self):
-        return self._values[0, 0]["x"].shape[0]
+    def seq_len(self) -> int:
+        """The number of time steps T."""
+        return int(self._values[0, 0]["x"].shape[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         first = self._values[0, 0]
         return (f"Trace(layers={self.num_layers}, directions={self.num_directions}, "
                 f"seq_len={self.seq_len}, keys={list(first)}; shapes " +
                 ", ".join(f"{k} {v.shape}" for k, v in first.items() if k in ("x", "c", "h")) +
                 ")")
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = []
         with np.printoptions(precision=4, suppress=True):
             for layer, direction in self.keys():
@@ -520,13 +668,14 @@ class Trace:
         return "\n".join(lines)
 
 
-def _config_of(model):
+def _config_of(model: Any) -> Dict[str, Any]:
     config = {k: getattr(model, k) for k in ("input_size", "hidden_size")}
     config.update({k: getattr(model, k, d) for k, d in _CONFIG_DEFAULTS.items()})
     return _check_config(**config)
 
 
-def trace(model, x, hx=None):
+def trace(model: Any, x: npt.ArrayLike, hx: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None
+          ) -> Trace:
     """Run `model` on x in plain float64 NumPy, keeping every gate value of every step.
 
     Parameters
@@ -545,6 +694,13 @@ def trace(model, x, hx=None):
     -------
     Trace
         ``tr[layer, direction]['f']`` etc.; see `Trace`. Dropout is not applied (inference).
+
+    Raises
+    ------
+    ValueError, TypeError
+        x or hx that do not fit the model (the model's own checks and messages).
+    NotImplementedError
+        A quantized model: trace the float model it was quantized from.
     """
     _float_only(model, "trace(x)")
     cfg = _config_of(model)

@@ -1,7 +1,8 @@
 """Property-based checks (hypothesis) over random sizes, including the empty ones: the kernels
 agree with the NumPy reference, forward and backward, and every batch row is the same sequence
 run alone, bit for bit. Then the fuzz harness (test_fuzz_*): the whole API, every argument drawn,
-against the reference or the README's documented exception (see the section's comment).
+against the reference or the documented exception (docs/usage.md, "Defined behaviour"; see the
+section's comment).
 
 Hypothesis profiles (registered in conftest.py):
 
@@ -98,8 +99,8 @@ def test_projection_matches_reference_and_rows_are_independent(sizes, proj, bias
 # Each example draws a model (sizes 1/odd/non-multiples of the 16- and 8-unit blocks, layers,
 # directions, projection, bias, batch_first, dtype), a call (rank, T and B down to 0, the input's
 # dtype, a memory layout per array, ragged lengths, hx, num_threads, NaN/inf/huge/subnormal values)
-# and at most one fault from the README's bad-input table. The oracle is fastlstm.reference run
-# layer by layer and direction by direction (each ragged row alone, as the README defines it), or
+# and at most one fault from docs/usage.md's bad-input table. The oracle is fastlstm.reference run
+# layer by layer and direction by direction (each ragged row alone, as docs/usage.md defines it), or
 # the documented exception: TypeError/ValueError with a message naming the argument; anything else
 # (another exception, a crash, a NaN where the reference has none, a written input) fails.
 # ================================================================================================
@@ -117,7 +118,7 @@ ISAS = fastlstm.openmp_info()["isas"]
 INPUT_SIZES = st.one_of(st.integers(1, 9), st.sampled_from([16, 17, 33]))
 HIDDEN_SIZES = st.one_of(st.sampled_from([1, 2, 3, 7, 8, 9, 15, 16, 17, 33]), st.integers(1, 40))
 # NaN, infinities, values that saturate every gate, a float32 subnormal (flushed by the kernels:
-# the README allows a difference below the smallest normal), a negative zero
+# docs/threads.md allows a difference below the smallest normal), a negative zero
 SPECIALS = (np.nan, np.inf, -np.inf, 1e4, -1e4, 1e-40, -0.0)
 # documented: other float dtypes are cast to the model's dtype
 OTHER_FLOATS = (np.float16, np.float32, np.float64, np.longdouble)
@@ -312,7 +313,7 @@ def reference_stack(params, cfg, x, h0, c0):
 
 
 def reference_call(params, cfg, x, h0, c0, lengths):
-    """reference_stack, or with lengths each row alone over its own steps (the README's
+    """reference_stack, or with lengths each row alone over its own steps (docs/usage.md's
     definition): padding is never read, its outputs and x gradients are 0."""
     if lengths is None:
         return reference_stack(params, cfg, x, h0, c0)
@@ -353,11 +354,11 @@ class Oracle:
         self.args = params, cfg, x, h0, c0, lengths
         self.model_dtype = np.dtype(model_dtype)
         self.runs = {}
-        # An infinite initial state (which the README leaves undefined) meets gates that are 0
+        # An infinite initial state (which docs/usage.md leaves undefined) meets gates that are 0
         # on one side and tiny on the other (the reference's sigmoid is 0 below -37, the
         # kernels' below -745; float32's tanh is 1 from 9, float64's from 19): 0 * inf is NaN,
         # tiny * inf is inf, and tanh(inf) is finite again. Then only the results finite on
-        # both sides are compared. NaN anywhere, and inf in x, follow the README exactly.
+        # both sides are compared. NaN anywhere, and inf in x, follow docs/usage.md exactly.
         self.strict_nonfinite = not (np.isinf(h0).any() or np.isinf(c0).any())
 
     def _perturb(self, a, key):

@@ -451,7 +451,7 @@ def test_pools_by_every_start_method_give_the_parents_bits(method, monkeypatch):
     """A multiprocessing Pool started after the parent ran a 2-thread call: its workers'
     2-thread calls (inference, training forward, backward; the model pickled to them) give the
     parent's bits. spawn and forkserver workers are fresh processes and run teams of 2; fork
-    workers run one thread (libgomp's pool does not survive fork), as the README says."""
+    workers run one thread (libgomp's pool does not survive fork), as docs/threads.md says."""
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method!r} start method here")
     jobs = mp_workers.jobs()

@@ -8,41 +8,51 @@ and ``bias_hh = 0`` (Keras has a single bias). Nothing here computes an LSTM.
 Keras objects are recognised by their attributes (duck typing), so this module imports without
 Keras, and never imports it: everything is read from the layer that is passed in.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
 import numpy as np
+import numpy.typing as npt
 
 from .._validate import to_numpy
+
+if TYPE_CHECKING:
+    from ..model import LSTM
+
+_Arrays = Tuple[npt.NDArray[Any], npt.NDArray[Any], Optional[npt.NDArray[Any]]]
 
 _PANEL = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # -- recognising Keras objects -----------------------------------------------------------------
 
-def _class_names(obj):
+def _class_names(obj: Any) -> set[str]:
     return {cls.__name__ for cls in type(obj).__mro__}
 
 
-def _is_bidirectional(obj):
+def _is_bidirectional(obj: Any) -> bool:
     return hasattr(obj, "forward_layer") and hasattr(obj, "backward_layer")
 
 
-def _is_lstm_cell(obj):
+def _is_lstm_cell(obj: Any) -> bool:
     return "LSTMCell" in _class_names(obj)
 
 
-def _is_rnn(obj):
+def _is_rnn(obj: Any) -> bool:
     """A keras.layers.LSTM, or keras.layers.RNN around one LSTMCell."""
     return hasattr(obj, "cell") and hasattr(obj, "go_backwards")
 
 
-def _is_keras_layer(obj):
+def _is_keras_layer(obj: Any) -> bool:
     return _is_bidirectional(obj) or _is_rnn(obj) or _is_lstm_cell(obj)
 
 
-def _is_array(obj):
+def _is_array(obj: Any) -> bool:
     return hasattr(obj, "shape") and hasattr(obj, "dtype")
 
 
-def _describe(obj):
+def _describe(obj: Any) -> str:
     """E.g. LSTM 'lstm_1'; the bare type name for an object without a name."""
     name = getattr(obj, "name", "")
     return f"{type(obj).__name__} {name!r}" if name else type(obj).__name__
@@ -50,14 +60,14 @@ def _describe(obj):
 
 # -- reading one layer -------------------------------------------------------------------------
 
-def _numpy(value):
+def _numpy(value: Any) -> npt.NDArray[Any]:
     """A Keras variable (any backend) or array-like as an ndarray."""
     if hasattr(value, "numpy") and not hasattr(value, "detach"):  # keras / tf Variable
         value = value.numpy()
     return np.asarray(to_numpy(value))
 
 
-def _activation_name(cell, key):
+def _activation_name(cell: Any, key: str) -> Any:
     """How Keras itself serializes the cell's activation ('tanh', 'sigmoid', or a dict/name for
     custom ones); the function's __name__ when the cell cannot be serialized."""
     try:
@@ -67,7 +77,7 @@ def _activation_name(cell, key):
         return getattr(fn, "__name__", repr(fn))
 
 
-def _check_arrays(arrays, where):
+def _check_arrays(arrays: Any, where: str) -> _Arrays:
     """[kernel, recurrent_kernel(, bias)] -> (kernel, recurrent_kernel, bias or None) after
     checking Keras's shapes; the errors say which array is wrong and what it should be."""
     arrays = [_numpy(a) for a in arrays]
@@ -101,7 +111,7 @@ def _check_arrays(arrays, where):
     return kernel, recurrent, bias
 
 
-def _read_cell(cell, where):
+def _read_cell(cell: Any, where: str) -> _Arrays:
     """(kernel, recurrent_kernel, bias or None) of a built LSTMCell, after checking that it
     computes what fastlstm computes."""
     if not _is_lstm_cell(cell):
@@ -124,7 +134,7 @@ def _read_cell(cell, where):
     return _check_arrays(arrays, where)
 
 
-def _read_rnn(layer, where, in_bidirectional=False):
+def _read_rnn(layer: Any, where: str, in_bidirectional: bool = False) -> _Arrays:
     """One direction: a keras.layers.LSTM / RNN(LSTMCell), or a bare LSTMCell."""
     if _is_lstm_cell(layer):
         return _read_cell(layer, where)
@@ -137,7 +147,7 @@ def _read_rnn(layer, where, in_bidirectional=False):
     return _read_cell(layer.cell, where)
 
 
-def _read_layer(obj, k):
+def _read_layer(obj: Any, k: int) -> Dict[str, Any]:
     """One Keras layer (or one layer's arrays) as a dict: where, D, H, I, return_sequences and
     weights, a list of (kernel, recurrent_kernel, bias or None) per direction."""
     where = f"layer {k} ({_describe(obj)})" if _is_keras_layer(obj) else f"layer {k}"
@@ -182,7 +192,7 @@ def _read_layer(obj, k):
 
 # -- the stack ---------------------------------------------------------------------------------
 
-def _split(obj):
+def _split(obj: Any) -> List[Any]:
     """The layers `obj` holds: one Keras layer, a list of them, one layer's get_weights()
     arrays, or a list of such lists."""
     if _is_keras_layer(obj):
@@ -216,7 +226,7 @@ def _split(obj):
                     "pass Keras layers only, or get_weights() arrays only")
 
 
-def _check_stack(layers):
+def _check_stack(layers: List[Dict[str, Any]]) -> None:
     """Layer k+1 must read layer k's whole output sequence, with fastlstm's shared sizes."""
     first = layers[0]
     for k in range(1, len(layers)):
@@ -240,7 +250,8 @@ def _check_stack(layers):
                              "layer but the last needs return_sequences=True")
 
 
-def from_keras(obj, *, dtype=None, batch_first=True):
+def from_keras(obj: Any, *, dtype: Optional[npt.DTypeLike] = None,
+               batch_first: bool = True) -> LSTM:
     """Build a :class:`fastlstm.LSTM` from Keras LSTM layers or their weights.
 
     Parameters

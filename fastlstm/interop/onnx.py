@@ -7,9 +7,16 @@ layers together; nothing here computes an LSTM.
 
 ``onnx`` is imported inside the functions, so ``fastlstm`` imports without it.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ..model import LSTM
 
 # ONNX blocks (i, o, f, c) taken in this order give PyTorch's (i, f, g, o), and back.
 _ONNX_TO_TORCH = (0, 2, 3, 1)
@@ -233,7 +240,7 @@ def _batch_major_input(graph, tensor):
     return False
 
 
-def from_onnx(path_or_model, *, dtype=None):
+def from_onnx(path_or_model: Any, *, dtype: Optional[npt.DTypeLike] = None) -> LSTM:
     """Build a :class:`fastlstm.LSTM` from the ``LSTM`` nodes of an ONNX model.
 
     Parameters
@@ -304,7 +311,7 @@ def from_onnx(path_or_model, *, dtype=None):
 
 # -- export -----------------------------------------------------------------------------------
 
-def to_onnx(model, path, *, opset=_MIN_OPSET):
+def to_onnx(model: LSTM, path: Union[str, os.PathLike[str]], *, opset: int = _MIN_OPSET) -> Any:
     """Write `model` as a float32 ONNX model that onnxruntime runs with fastlstm's results.
 
     Parameters
@@ -324,9 +331,12 @@ def to_onnx(model, path, *, opset=_MIN_OPSET):
     Raises
     ------
     NotImplementedError
-        For ``proj_size > 0``: the ONNX LSTM operator has no projection.
+        ``proj_size > 0``: the ONNX LSTM operator has no projection.
     ValueError
-        For an opset below 15 or newer than the installed onnx knows.
+        An ``opset`` that is not an int from 15 (optional h0/c0 inputs) to the installed
+        onnx's newest.
+    ImportError
+        The ``onnx`` package is not installed.
 
     Notes
     -----
