@@ -51,7 +51,9 @@ def openmp_info() -> _Dict[str, _Any]:
     -------
     dict
         ``enabled`` (built with OpenMP), ``max_threads`` (what ``num_threads=None`` means:
-        ``omp_get_max_threads()``, governed by ``OMP_NUM_THREADS`` and threadpoolctl),
+        ``omp_get_max_threads()`` of the calling thread, governed by ``OMP_NUM_THREADS`` and
+        threadpoolctl, whose ``threadpool_limits`` sets it for the calling thread only:
+        libgomp keeps it per thread; docs/scale-out.md),
         ``last_num_threads`` (the team the last call from this Python thread really ran, None
         before any), ``isa`` (the kernel variant in use), ``isas`` (the variants this CPU
         supports, best first) and ``isa_int8`` (the int8 kernel variant in use:

@@ -12,8 +12,8 @@ import json
 import numbers
 import os
 import weakref
-from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple,
-                    Type, TypeVar, Union)
+from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set,
+                    Tuple, Type, TypeVar, Union)
 
 import numpy as np
 import numpy.typing as npt
@@ -102,17 +102,17 @@ _NOT_LSTM = {"GRU": "3 gate blocks (r, z, n), weight_ih_l0 of shape (3*hidden_si
              "RNNCell": "1 gate block, weight_ih of shape (hidden_size, input_size)"}
 
 
-def _torch_classes(module):
+def _torch_classes(module: Any) -> Set[str]:
     """Names of the torch.nn classes `module` is an instance of (torch is not imported)."""
     return {c.__name__ for c in type(module).__mro__
             if c.__module__.startswith("torch.nn.modules")}
 
 
-def _is_torch_cell(module):
+def _is_torch_cell(module: Any) -> bool:
     return "LSTMCell" in _torch_classes(module)
 
 
-def _check_torch_lstm(module):
+def _check_torch_lstm(module: Any) -> None:
     """from_torch's argument: a torch.nn.LSTM or LSTMCell (subclasses too), else a TypeError that
     names what was given and why it cannot be read."""
     classes = _torch_classes(module)
@@ -923,33 +923,41 @@ class LSTM:
             As `__call__`; ``backprop`` raises ValueError for an upstream gradient of the
             wrong shape, or when all three are None.
         """
-        draw_mask = None
+        draw_mask: Optional[Callable[[Tuple[int, ...]], FloatArray]] = None
         if self.dropout and self.num_layers > 1:
             rng = self._rng if seed is None else np.random.default_rng(seed)
             keep = 1.0 - self.dropout
 
-            def draw_mask(shape: Tuple[int, ...]) -> FloatArray:
+            def draw(shape: Tuple[int, ...]) -> FloatArray:
                 mask: FloatArray = (rng.random(shape) < keep).astype(self.dtype)
                 if keep:
                     mask *= self.dtype.type(1.0 / keep)
                 return mask
 
+            draw_mask = draw
         return self._forward_train(x, hx, lengths, num_threads, draw_mask)
 
-    def _forward_train(self, x, hx, lengths, num_threads, draw_mask):
+    def _forward_train(self, x: npt.ArrayLike, hx: Optional[StateLike],
+                       lengths: Optional[npt.ArrayLike], num_threads: Optional[int],
+                       draw_mask: Optional[Callable[[Tuple[int, ...]], FloatArray]]
+                       ) -> Tuple[FloatArray, State, Backprop]:
         """forward_train with dropout masks from draw_mask(shape) -> scaled mask array, or none
         (fastlstm.torch draws them from torch's generator)."""
         if lengths is None and draw_mask is None and self._small_train is not None:
             out = self._small_train(x, hx, num_threads, self.batch_first)
             if out is not None:  # a small call with nothing to convert or explain
                 return out
-        dropout, masks = None, {}
+        dropout: Optional[Callable[[int, FloatArray], FloatArray]] = None
+        masks: Dict[int, FloatArray] = {}
         if draw_mask is not None:
+            drawer = draw_mask
 
-            def dropout(layer, y):
-                mask = draw_mask(y.shape)
+            def apply(layer: int, y: FloatArray) -> FloatArray:
+                mask = drawer(y.shape)
                 masks[layer] = mask
                 return y * mask
+
+            dropout = apply
 
         y, states, (tape, order, unbatched, shape) = self._run(
             x, hx, lengths, True, num_threads, dropout)

@@ -62,6 +62,12 @@ def _public_api():
     add("fastlstm.interop.keras.from_keras", keras_interop.from_keras, "function")
     add("fastlstm.interop.onnx.from_onnx", onnx_interop.from_onnx, "function")
     add("fastlstm.interop.onnx.to_onnx", onnx_interop.to_onnx, "function")
+    try:  # fastlstm.torch, where torch is installed (its own members; torch's are torch's)
+        import fastlstm.torch as fastlstm_torch
+    except ImportError:
+        pass
+    else:
+        add_module("fastlstm.torch", fastlstm_torch)
     return found
 
 

@@ -6,7 +6,7 @@ optimizer built before an in-place convert keeps working.
 """
 import copy
 import warnings
-from typing import List, Tuple, TypeVar
+from typing import Dict, List, Tuple, TypeVar
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ def _why_not(module: nn.Module) -> str:
     return ""
 
 
-def _swap(module: nn.Module, table: dict, path: str, skipped: List[Tuple[str, str]]) -> None:
+def _swap(module: nn.Module, table: Dict[type, type], path: str, skipped: List[Tuple[str, str]]) -> None:
     """Change the classes in place, depth first."""
     cls = type(module)
     if table is _TO_FAST and isinstance(module, (nn.LSTM, nn.LSTMCell)) and cls not in _TO_TORCH:
@@ -42,7 +42,7 @@ def _swap(module: nn.Module, table: dict, path: str, skipped: List[Tuple[str, st
             skipped.append((path or "(the model itself)", why))
         else:
             module.__class__ = table[cls]
-            module._fastlstm_init()
+            getattr(module, "_fastlstm_init")()  # (its class was just swapped in)
     elif table is _TO_TORCH and cls in table:
         module.__class__ = table[cls]
         for attr in ("num_threads", "_fastlstm_packed"):

@@ -5,7 +5,7 @@ They subclass torch's modules, so the constructor, the parameters (names, shapes
 ``state_dict``, ``repr``, ``all_weights``, ``.double()``/``.float()``, hooks, ``train()``/``eval()``
 and ``isinstance(m, torch.nn.LSTM)`` are torch's own; only ``forward`` changes.
 """
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +23,11 @@ class _FastlstmMixin:
 
     def _fastlstm_init(self) -> None:
         self.num_threads = None
-        self._fastlstm_packed = None
+        self._fastlstm_packed: Optional[PackedCopy] = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         # the packed copy holds raw pointers: pickle, deepcopy and torch.save rebuild it
-        state = dict(super().__getstate__())  # (RNNBase drops its weakrefs there)
+        state: Dict[str, Any] = dict(super().__getstate__())  # type: ignore[call-overload]  # (RNNBase drops its weakrefs there)
         state["_fastlstm_packed"] = None
         return state
 
@@ -40,8 +40,9 @@ class _FastlstmMixin:
         (or ``torch.no_grad`` on a ``.data`` view), which torch does not count, before an
         inference forward.
         """
-        if getattr(self, "_fastlstm_packed", None) is not None:
-            self._fastlstm_packed.refresh(self._fastlstm_params(), force=True)
+        packed: Optional[PackedCopy] = getattr(self, "_fastlstm_packed", None)
+        if packed is not None:
+            packed.refresh(self._fastlstm_params(), force=True)
 
     def _fastlstm_params(self) -> List[Tensor]:
         raise NotImplementedError
@@ -64,7 +65,7 @@ class _FastlstmMixin:
         dtypes = {p.dtype for p in params}
         if len(dtypes) > 1:
             raise TypeError(f"{what}'s parameters must share one dtype; got {sorted(map(str, dtypes))}")
-        packed = getattr(self, "_fastlstm_packed", None)
+        packed: Optional[PackedCopy] = getattr(self, "_fastlstm_packed", None)
         if packed is None or not packed.fits(params):
             config = dict(batch_first=bool(getattr(self, "batch_first", False)))
             packed = self._fastlstm_packed = PackedCopy(config, self._fastlstm_names(), params)
@@ -74,7 +75,7 @@ class _FastlstmMixin:
         return self.num_threads or torch.get_num_threads()
 
     @staticmethod
-    def _check_tensor(what: str, name: str, t, dtype: torch.dtype) -> None:
+    def _check_tensor(what: str, name: str, t: object, dtype: torch.dtype) -> None:
         if not isinstance(t, Tensor):
             raise TypeError(f"{what}: {name} must be a torch.Tensor; got {type(t).__name__}")
         if t.device.type != "cpu":
@@ -117,6 +118,12 @@ class LSTM(_FastlstmMixin, nn.LSTM):
     dtype : torch.dtype, optional
         float32 (default) or float64 for forward.
 
+    Raises
+    ------
+    ValueError, TypeError
+        Arguments torch's own module refuses (its constructor runs unchanged). Forward raises
+        RuntimeError for parameters or inputs off the CPU and TypeError for other dtypes.
+
     Attributes
     ----------
     num_threads : int or None
@@ -133,7 +140,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None) -> None:
+                 proj_size: int = 0, device: Any = None, dtype: Any = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype)
         self._fastlstm_init()
@@ -195,7 +202,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
                           self.training)
         return y, (h_n, c_n)
 
-    def _check_hx(self, what, hx, dtype):
+    def _check_hx(self, what: str, hx: Any, dtype: torch.dtype) -> Optional[State]:
         if hx is None:
             return None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -205,9 +212,11 @@ class LSTM(_FastlstmMixin, nn.LSTM):
                                if isinstance(hx, Tensor) else ""))
         for name, t in zip(("h_0", "c_0"), hx):
             self._check_tensor(what, name, t, dtype)
-        return tuple(hx)
+        return hx[0], hx[1]
 
-    def _forward_packed(self, seq: PackedSequence, hx, packed, params, what):
+    def _forward_packed(self, seq: PackedSequence, hx: Any, packed: PackedCopy,
+                        params: List[Tensor], what: str
+                        ) -> Tuple[PackedSequence, State]:
         """A PackedSequence runs as padded input in its sorted order with lengths (fastlstm's
         ragged batches): the output packs back with the same batch_sizes and indices."""
         data, batch_sizes, sorted_indices, unsorted_indices = seq
@@ -216,7 +225,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes),
                                               batch_first=self.batch_first)
         if hx is not None and sorted_indices is not None:  # hx comes in the caller's order
-            hx = tuple(h.index_select(1, sorted_indices) for h in hx)
+            hx = hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices)
         y, h_n, c_n = run(packed, params, padded, hx, lengths.numpy(), self._threads(),
                           self.dropout, self.training)
         out = pack_padded_sequence(y, lengths, batch_first=self.batch_first)
@@ -241,14 +250,20 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
     dtype : torch.dtype, optional
         float32 (default) or float64 for forward.
 
+    Raises
+    ------
+    ValueError, TypeError
+        Arguments torch's own module refuses (its constructor runs unchanged). Forward raises
+        RuntimeError for parameters or inputs off the CPU and TypeError for other dtypes.
+
     Attributes
     ----------
     num_threads : int or None
         Threads of fastlstm's kernels per call; None (default) uses ``torch.get_num_threads()``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self._fastlstm_init()
 
@@ -297,7 +312,7 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
         batched = input.dim() == 2
         B = input.shape[0] if batched else 1
         expected = (B, H) if batched else (H,)
-        states = None
+        states: Optional[State] = None
         if hx is not None:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"{what}: hx must be a tuple (h, c) of two tensors; got "
@@ -308,7 +323,7 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
                     raise ValueError(f"{what}: {name} must have shape {expected} "
                                      f"({'(batch, hidden_size)' if batched else '(hidden_size,)'}"
                                      f", batch from input); got {tuple(t.shape)}")
-            states = tuple(t.reshape(1, B, H) for t in hx)
+            states = hx[0].reshape(1, B, H), hx[1].reshape(1, B, H)
         _, h, c = run(packed, params, input.reshape(1, B, I), states, None, self._threads(),
                       0.0, self.training)
         return (h[0], c[0]) if batched else (h[0, 0], c[0, 0])
