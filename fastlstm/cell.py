@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from ._typing import CellBackprop, FloatArray, Gradients, State
 from ._validate import as_float_array, to_numpy
+from .interop.torch import check_torch_lstm, is_torch_cell
 from .model import LSTM
 
 if TYPE_CHECKING:  # (for annotations only: quantized imports this module)
@@ -190,9 +191,8 @@ class LSTMCell:
             ``module`` is not a ``torch.nn.LSTMCell`` (an ``nn.LSTM``, a GRU, an RNN...): the
             message names what it got and what to use.
         """
-        from .model import _check_torch_lstm, _is_torch_cell
-        _check_torch_lstm(module)
-        if not _is_torch_cell(module):
+        check_torch_lstm(module)
+        if not is_torch_cell(module):
             raise TypeError(f"LSTMCell.from_torch takes a torch.nn.LSTMCell; got "
                             f"{type(module).__qualname__} (a whole-sequence LSTM): use "
                             f"fastlstm.LSTM.from_torch")

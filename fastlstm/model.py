@@ -12,7 +12,7 @@ import json
 import numbers
 import os
 import weakref
-from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set,
+from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
                     Tuple, Type, TypeVar, Union)
 
 import numpy as np
@@ -22,6 +22,7 @@ from . import _kernels, _stack, _workspace
 from ._direction import KernelDirection, last_num_threads
 from ._packing import PANEL, round_up
 from ._typing import Backprop, FloatArray, Gradients, State, StateLike
+from .interop.torch import check_torch_lstm, is_torch_cell
 from ._validate import (as_float_array, check_input, check_lengths, check_num_threads, check_parameter,
                         check_size, check_state, check_upstream, to_numpy)
 
@@ -92,47 +93,6 @@ def _check_dropout(dropout: Any) -> float:
         raise ValueError(f"dropout must be in [0, 1] (the probability of zeroing an element "
                          f"between layers), got {dropout}")
     return float(dropout)
-
-
-# torch's recurrent modules that are not LSTMs, and what tells them apart (from_torch names it)
-_NOT_LSTM = {"GRU": "3 gate blocks (r, z, n), weight_ih_l0 of shape (3*hidden_size, input_size)",
-             "RNN_TANH": "1 gate block, weight_ih_l0 of shape (hidden_size, input_size)",
-             "RNN_RELU": "1 gate block, weight_ih_l0 of shape (hidden_size, input_size)",
-             "GRUCell": "3 gate blocks (r, z, n), weight_ih of shape (3*hidden_size, input_size)",
-             "RNNCell": "1 gate block, weight_ih of shape (hidden_size, input_size)"}
-
-
-def _torch_classes(module: Any) -> Set[str]:
-    """Names of the torch.nn classes `module` is an instance of (torch is not imported)."""
-    return {c.__name__ for c in type(module).__mro__
-            if c.__module__.startswith("torch.nn.modules")}
-
-
-def _is_torch_cell(module: Any) -> bool:
-    return "LSTMCell" in _torch_classes(module)
-
-
-def _check_torch_lstm(module: Any) -> None:
-    """from_torch's argument: a torch.nn.LSTM or LSTMCell (subclasses too), else a TypeError that
-    names what was given and why it cannot be read."""
-    classes = _torch_classes(module)
-    if "LSTM" in classes or "LSTMCell" in classes:
-        return
-    what = f"{type(module).__module__}.{type(module).__qualname__}"
-    mode = getattr(module, "mode", None) if "RNNBase" in classes else None
-    kind = mode if mode in _NOT_LSTM else next((c for c in ("GRUCell", "RNNCell")
-                                                if c in classes), None)
-    if kind is not None:
-        name = kind.replace("_TANH", "").replace("_RELU", "")
-        why = (f"{'an' if name.startswith('RNN') else 'a'} {name} has {_NOT_LSTM[kind]}, an "
-               f"LSTM has 4 (i, f, g, o): its weights cannot run as an LSTM")
-    elif not hasattr(module, "state_dict"):
-        why = "it is not a torch.nn.Module"
-    else:
-        why = ("for a model that contains LSTMs, convert each one (fastlstm.LSTM.from_torch("
-               "model.lstm)), or keep the model in torch and swap its LSTMs with "
-               "fastlstm.torch.convert(model)")
-    raise TypeError(f"from_torch takes a torch.nn.LSTM or torch.nn.LSTMCell; got {what}: {why}")
 
 
 class LSTM:
@@ -462,9 +422,9 @@ class LSTM:
             ``module`` is not an ``nn.LSTM`` or ``nn.LSTMCell`` (a GRU, an RNN...): the
             message names what it got and what it needs.
         """
-        _check_torch_lstm(module)
+        check_torch_lstm(module)
         sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        if _is_torch_cell(module):
+        if is_torch_cell(module):
             sd = {f"{k}_l0": v for k, v in sd.items()}
         wide = str(sd["weight_ih_l0"].dtype) == "torch.float64"
         sd = {k: (v.double() if wide else v.float()).numpy() for k, v in sd.items()}
