@@ -211,15 +211,16 @@ def repack_gate_rows(const floating[:, ::1] w, const Py_ssize_t[::1] order,
                          f"({order.shape[0]},), fwd {tuple(fwd.shape)[:3]}, bwd "
                          f"{tuple(bwd.shape)[:3]}")
     with nogil:
-        # row by row, as pack_slabs: each source row is read once, in order, the forward slab
-        # (K x W) stays in cache while its W rows are written, the backward gets whole lines.
-        # (Scalar stores, one line apart in the slab, bound it: ~3x pack_slabs' time for both
-        # layouts here; a blocked SIMD transpose is the next step if a profile asks for it.)
+        # One tile (slab u's W rows x column panel p) at a time: the tile's backward part is
+        # W*NR consecutive values and its forward part NR slab rows of W, so both writes fill
+        # whole lines inside a few KB that stay in L1. Row by row, each source row scattered
+        # its values over the whole K x W slab one line apart, and at K = 512 the slab
+        # outgrows L1: every store missed (docs/torch.md has the times).
         for u in range(nblk):
-            for j in range(W):
-                r = u * W + j
-                s = order[r]
-                for p in range(npan):
+            for p in range(npan):
+                for j in range(W):
+                    r = u * W + j
+                    s = order[r]
                     if s >= 0 and (p + 1) * NR <= K:  # the common case, without branches
                         for i in range(NR):
                             v = w[s, p * NR + i]
