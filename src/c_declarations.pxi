@@ -12,6 +12,7 @@ cdef extern from "fl_kernels.h" nogil:
         void (*gates_bwd)(fl_idx, const float *, const float *, const float *, const float *,
                           float *, float *) noexcept nogil
         void (*colsum)(fl_idx, fl_idx, const float *, fl_idx, float *, int) noexcept nogil
+        void (*repack_tile)(fl_idx, const float *const *, float *, float *) noexcept nogil
         float (*probe_fma)(fl_idx) noexcept nogil
         float (*probe_read)(const float *, fl_idx, fl_idx) noexcept nogil
         int weight_group
@@ -22,6 +23,7 @@ cdef extern from "fl_kernels.h" nogil:
         void (*gates_bwd)(fl_idx, const double *, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
         void (*colsum)(fl_idx, fl_idx, const double *, fl_idx, double *, int) noexcept nogil
+        void (*repack_tile)(fl_idx, const double *const *, double *, double *) noexcept nogil
         double (*probe_fma)(fl_idx) noexcept nogil
         double (*probe_read)(const double *, fl_idx, fl_idx) noexcept nogil
         int weight_group

@@ -204,29 +204,37 @@ def repack_gate_rows(const floating[:, ::1] w, const Py_ssize_t[::1] order,
     cdef Py_ssize_t K = w.shape[1], W = fwd.shape[2], nblk = fwd.shape[0]
     cdef Py_ssize_t NR = bwd.shape[2], npan = bwd.shape[0], R = bwd.shape[1]
     cdef Py_ssize_t u, p, j, i, r, k, s
+    cdef Py_ssize_t full = K // NR  # panels with NR real columns: the tile kernel's
     cdef floating v
+    cdef floating zero_panel[16]  # a padding row's source
+    cdef const floating *rows[64]  # a tile's source rows: W <= 4 panels (weight_group <= 4)
+    cdef const fl_isa_ops *ops = fl_current()
     if (R != nblk * W or order.shape[0] != R or fwd.shape[1] != K or npan * NR < K
-            or (K and npan != (K + NR - 1) // NR)):
+            or (K and npan != (K + NR - 1) // NR) or NR != panel(&v) or W > 64 or W % NR):
         raise ValueError(f"internal: repack_gate_rows got w {tuple(w.shape)[:2]}, order "
                          f"({order.shape[0]},), fwd {tuple(fwd.shape)[:3]}, bwd "
                          f"{tuple(bwd.shape)[:3]}")
     with nogil:
-        # One tile (slab u's W rows x column panel p) at a time: the tile's backward part is
-        # W*NR consecutive values and its forward part NR slab rows of W, so both writes fill
-        # whole lines inside a few KB that stay in L1. Row by row, each source row scattered
-        # its values over the whole K x W slab one line apart, and at K = 512 the slab
-        # outgrows L1: every store missed (docs/torch.md has the times).
+        # One tile (slab u's W rows x column panel p) at a time: its backward part is W*NR
+        # consecutive values and its forward part NR slab rows of W, so both writes fill whole
+        # lines inside a few KB that stay in L1. (Row by row, each source row scattered its
+        # values over the whole K x W slab one line apart, and every store missed once the slab
+        # outgrew L1: H = 512 float32 took 10.7 ms, tiles in C 0.9 ms; docs/torch.md.)
+        for i in range(NR):
+            zero_panel[i] = 0
         for u in range(nblk):
-            for p in range(npan):
+            for p in range(full):
+                for j in range(W):
+                    s = order[u * W + j]
+                    rows[j] = &w[s, p * NR] if s >= 0 else zero_panel
+                if floating is float:
+                    ops.f32.repack_tile(W, rows, &bwd[p, u * W, 0], &fwd[u, p * NR, 0])
+                else:
+                    ops.f64.repack_tile(W, rows, &bwd[p, u * W, 0], &fwd[u, p * NR, 0])
+            for p in range(full, npan):  # the last, partly padded panel
                 for j in range(W):
                     r = u * W + j
                     s = order[r]
-                    if s >= 0 and (p + 1) * NR <= K:  # the common case, without branches
-                        for i in range(NR):
-                            v = w[s, p * NR + i]
-                            bwd[p, r, i] = v
-                            fwd[u, p * NR + i, j] = v
-                        continue
                     for i in range(NR):
                         k = p * NR + i
                         v = w[s, k] if (s >= 0 and k < K) else 0

@@ -42,6 +42,10 @@ typedef ptrdiff_t fl_idx;
          * summed in increasing r, onto dst[n] when accumulate, else onto 0. */                     \
         void (*colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst,              \
                        int accumulate);                                                             \
+        /* One tile of a weight repack: W source rows (rows[j] -> NR values each; W a multiple \
+         * of NR) copied to bwd[j*NR + i] and, transposed, to fwd[i*W + j]: the backward's and \
+         * the forward's packed layouts (fastlstm/_packing.py). A copy: same bytes in every ISA. */ \
+        void (*repack_tile)(fl_idx W, const T *const *rows, T *bwd, T *fwd);                      \
         /* Machine probes for the benchmark's "% of peak" (their results are checksums):          \
          * iters rounds of FL_PROBE_CHAINS multiply-adds on whole panels, and n values         \
          * (a multiple of 8 panels) read reps times as fast as the vector units can take them. */ \

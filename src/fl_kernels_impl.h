@@ -258,6 +258,77 @@ void FL(colsum)(fl_idx rows, fl_idx npanels, const T *src, fl_idx ld, T *dst, in
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Repacking weights (fastlstm.torch repacks on every training step): one tile of W rows x one
+ * panel of NR columns, copied into both packed layouts. A copy, so every variant writes the same
+ * bytes; the vector ones only move them faster (8x8 or 4x4 register transposes). */
+
+#if defined(FL_ISA_AVX2) || defined(FL_ISA_AVX512)
+#define FL_TB (32 / (int)sizeof(T)) /* a transposed block: one ymm of values per side */
+#if FL_DOUBLE
+typedef __m256d Y;
+FL_INLINE void fl_transpose_block(Y r[4])
+{
+    Y t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    Y t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+#define FL_YLOAD _mm256_loadu_pd
+#define FL_YSTORE _mm256_storeu_pd
+#else
+typedef __m256 Y;
+FL_INLINE void fl_transpose_block(Y r[8])
+{
+    Y t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+#define FL_YLOAD _mm256_loadu_ps
+#define FL_YSTORE _mm256_storeu_ps
+#endif
+#endif
+
+void FL(repack_tile)(fl_idx W, const T *const *rows, T *bwd, T *fwd)
+{
+#if defined(FL_ISA_AVX2) || defined(FL_ISA_AVX512)
+    if (W % FL_TB == 0) {
+        for (fl_idx j0 = 0; j0 < W; j0 += FL_TB)
+            for (int i0 = 0; i0 < NR; i0 += FL_TB) {
+                Y r[FL_TB];
+                for (int j = 0; j < FL_TB; j++) {
+                    r[j] = FL_YLOAD(rows[j0 + j] + i0);
+                    FL_YSTORE(bwd + (j0 + j) * NR + i0, r[j]);
+                }
+                fl_transpose_block(r);
+                for (int i = 0; i < FL_TB; i++)
+                    FL_YSTORE(fwd + (i0 + i) * W + j0, r[i]);
+            }
+        return;
+    }
+#endif
+    for (fl_idx j = 0; j < W; j++)
+        for (int i = 0; i < NR; i++) {
+            const T v = rows[j][i];
+            bwd[j * NR + i] = v;
+            fwd[i * W + j] = v;
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Probes: the multiply-add rate and read bandwidth this machine gives these vector types. */
 
 FL_INLINE T fl_lanes_sum(V v)
@@ -316,7 +387,8 @@ T FL(probe_read)(const T *a, fl_idx n, fl_idx reps)
 
 /* The table fl_dispatch.c points at. */
 #define FL_OPS_INIT \
-    {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum), FL(probe_fma), FL(probe_read), FL_NV}
+    {FL(gemm), FL(gates_fwd), FL(gates_bwd), FL(colsum), FL(repack_tile), FL(probe_fma),     \
+     FL(probe_read), FL_NV}
 #if FL_DOUBLE
 const fl_ops_f64 FL(ops) = FL_OPS_INIT;
 #else
