@@ -11,8 +11,8 @@ parameter gradients cleared before each step.
   own step, what ``python -m fastlstm bench`` times);
 - ``repack``: the module's in-place repack alone.
 
-The calls run interleaved (one of each, round after round) for ``--budget`` seconds per
-workload, so a noisy neighbour slows all of them alike; medians are reported. Ratios are
+The calls run interleaved (one of each, round after round, each round in a rotated order) for
+``--budget`` seconds per workload, so a noisy neighbour slows all of them alike; medians are reported. Ratios are
 nn.LSTM's time over ours (> 1: faster than torch); keep = module ratio / kernels ratio.
 
     python bench/torch_module.py                     # workloads abcdef, 1 thread, 4 s each
@@ -93,11 +93,14 @@ def measure(workload, threads, budget):
     for f in steps.values():  # warm-up: packing, page faults, oneDNN primitives
         f()
     times = {k: [] for k in steps}
+    order = list(steps)
     end = time.perf_counter() + budget
     while time.perf_counter() < end or len(times["module"]) < 3:
-        for k, f in steps.items():
+        # a new order each round: whichever call follows nn.LSTM finds the caches it emptied
+        order = order[1:] + order[:1]
+        for k in order:
             t = time.perf_counter()
-            f()
+            steps[k]()
             times[k].append(time.perf_counter() - t)
     return {k: float(np.median(v)) for k, v in times.items()}, len(times["module"])
 
