@@ -241,6 +241,86 @@ def test_manual_sgd_through_data_is_seen_by_the_next_training_forward():
     assert err(ours(x)[0], ref(x)[0]) <= 1e-11
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_manual_sgd_reaches_eval_mode_training_and_the_inference_after_it(mode):
+    """Manual updates through .data (no version bump) in either mode: every forward autograd
+    records repacks, and a backward marks the pack for the next forward, so the inference after
+    the loop sees the last update (found by a new-user round: eval() fine-tuning drifted)."""
+    ref, ours = twins(torch.float64, input_size=5, hidden_size=6)
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    for m in (ref, ours):
+        getattr(m, mode)()
+        for _ in range(3):
+            m.zero_grad()
+            (m(x)[0] ** 2).sum().backward()
+            for p in m.parameters():
+                p.data -= 0.5 * p.grad
+    for (n, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert err(a, b) <= 1e-11, n
+    with torch.no_grad():
+        assert err(ours(x)[0], ref(x)[0]) <= 1e-11
+
+
+def test_a_gradient_penalty_through_the_module_fails_loudly():
+    """create_graph=True: the first-order gradient is torch's, and differentiating it again
+    (a WGAN-GP penalty) raises instead of silently dropping the penalty's dependence on the
+    weights (a plain y.sum() upstream used to slip past once_differentiable)."""
+    ref, ours = twins(torch.float64, input_size=3, hidden_size=4)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    grads = []
+    for m in (ref, ours):
+        xx = x.clone().requires_grad_()
+        y, _ = m(xx)
+        g, = torch.autograd.grad(y.sum(), xx, create_graph=True)
+        assert g.requires_grad
+        grads.append((y, g))
+    assert err(grads[1][1], grads[0][1]) <= 1e-11
+    y, g = grads[1]
+    with pytest.raises(RuntimeError, match="no double backward.*revert"):
+        (y.mean() + (g.norm() - 1) ** 2).backward()
+
+
+def test_cell_reads_its_weights_by_name():
+    """A parametrized weight (weight_norm, old or new) runs as nn.LSTMCell's, and another
+    Parameter on the cell is not taken for one of its weights."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    for parametrize in (torch.nn.utils.parametrizations.weight_norm,
+                        torch.nn.utils.weight_norm):
+        ref = nn.LSTMCell(3, 4, dtype=torch.float64)
+        ours = ft.LSTMCell(3, 4, dtype=torch.float64)
+        ours.load_state_dict(ref.state_dict())
+        for m in (ref, ours):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # the old weight_norm's
+                parametrize(m, "weight_hh")
+        got = []
+        for m in (ref, ours):
+            h, c = m(x)
+            (h.sum() + 2 * c.sum()).backward()
+            got.append((h, c, {n: p.grad for n, p in m.named_parameters()}))
+        for a, b in zip(got[1][:2], got[0][:2]):
+            assert err(a, b) <= 1e-11
+        assert got[1][2].keys() == got[0][2].keys()
+        for n in got[0][2]:
+            assert err(got[1][2][n], got[0][2][n]) <= 1e-11, n
+    ref = nn.LSTMCell(3, 4, dtype=torch.float64)
+    ref.temperature = nn.Parameter(torch.ones(1, dtype=torch.float64))
+    ours = ft.convert(ref)
+    assert err(ours(x)[0], ref(x)[0]) <= 1e-11
+
+
+def test_torch_func_transforms_say_they_are_unsupported():
+    m = ft.LSTM(3, 4).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+
+    def loss(params):
+        return (torch.func.functional_call(m, params, (x,))[0] ** 2).sum()
+
+    with pytest.raises(RuntimeError, match="torch.func transforms"):
+        torch.func.grad(loss)(dict(m.named_parameters()))
+
+
 def test_inference_uses_inference_kernels_and_a_cached_pack(monkeypatch):
     ref, ours = twins(torch.float32, input_size=3, hidden_size=4, num_layers=2)
     x = torch.randn(5, 2, 3)

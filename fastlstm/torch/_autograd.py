@@ -9,7 +9,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import model as _model
 from .._packing import repack
@@ -19,7 +18,49 @@ _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 def _np(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor (a negated view, as ``-y`` gives, is resolved first)."""
-    return t.detach().resolve_neg().numpy()
+    try:
+        return t.detach().resolve_neg().numpy()
+    except RuntimeError as e:
+        if _functorch_wrapped(t):  # torch.func.grad / vmap / jacrev: tensors without storage
+            raise RuntimeError(
+                "fastlstm.torch's modules do not support torch.func transforms (grad, vmap, "
+                "jacrev...): they run NumPy and C kernels, with no functorch rules. Use "
+                "torch.autograd (loss.backward(), torch.autograd.grad), or "
+                "fastlstm.torch.revert(model) for torch's own modules") from e
+        raise
+
+
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    check = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return bool(check is not None and check(t))
+
+
+_NO_DOUBLE_BACKWARD = (
+    b"fastlstm.torch's LSTM has no double backward: its backward is fastlstm's kernels, not "
+    b"differentiable again (create_graph=True gradients through it cannot be differentiated). "
+    b"Use torch.nn.LSTM for that (fastlstm.torch.revert(model) gives it back)")
+
+
+def _delay_error(grads: Tuple[Optional[torch.Tensor], ...]) -> Tuple[Optional[torch.Tensor], ...]:
+    """Under create_graph=True, the gradients as tensors whose own backward raises: using them
+    in a loss (a gradient penalty) then fails loudly instead of dropping that term's
+    dependence on the inputs and weights (torch's ``once_differentiable`` wraps them only
+    when the incoming gradients require grad, which a plain ``y.sum()`` does not)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    err = torch._C._functions.DelayedError(_NO_DOUBLE_BACKWARD, len(present))
+
+    def fake_requires_grad(g: torch.Tensor) -> torch.Tensor:
+        g = g.detach()
+        g.requires_grad = True
+        return g
+
+    wrapped = err(*[fake_requires_grad(g) for g in present])
+    if isinstance(wrapped, torch.Tensor):
+        wrapped = (wrapped,)
+    it = iter(wrapped)
+    return tuple(None if g is None else next(it) for g in grads)
 
 
 def _tensor(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
@@ -84,6 +125,7 @@ class _LSTMFunction(torch.autograd.Function):
         y, (h_n, c_n), backprop = packed.model._forward_train(_np(x), hx, lengths, num_threads,
                                                               draw_mask)
         ctx.backprop, ctx.num_threads, ctx.names = backprop, num_threads, packed.names
+        ctx.packed = packed
         # only for torch's check that no parameter changed in place before this backward
         # (its values are in the pack, which a later step rewrites)
         ctx.save_for_backward(*params)
@@ -91,18 +133,23 @@ class _LSTMFunction(torch.autograd.Function):
         return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, grad_h, grad_c):
         params = ctx.saved_tensors  # raises torch's "modified by an inplace operation"
         if grad_y is None and grad_h is None and grad_c is None:  # no output reached the loss
             return (None,) * (7 + len(params))
+        # a backward is mostly followed by an update, maybe a manual one through .data, which
+        # moves no version counter: the next forward repacks, whatever its mode
+        ctx.packed.packed_from = None
+        # grad mode is on in a backward exactly under create_graph=True
+        double = torch.is_grad_enabled()
         grads = ctx.backprop(*(None if g is None else _np(g) for g in (grad_y, grad_h, grad_c)),
                              num_threads=ctx.num_threads)
         need = ctx.needs_input_grad
         inputs = [_tensor(grads[k]) if need[i] else None
                   for i, k in zip((4, 5, 6), ("x", "h0", "c0"))]
         weights = [_tensor(grads[n]) if need[7 + i] else None for i, n in enumerate(ctx.names)]
-        return (None, None, None, None, *inputs, *weights)
+        out = (*inputs, *weights)
+        return (None, None, None, None, *(_delay_error(out) if double else out))
 
 
 def mask_drawer(dropout: float, dtype: torch.dtype) -> Callable[[Tuple[int, ...]], np.ndarray]:
@@ -128,9 +175,10 @@ def run(packed: PackedCopy, params: List[torch.Tensor], x: torch.Tensor,
     grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)
                                         or (hx is not None and (hx[0].requires_grad
                                                                 or hx[1].requires_grad)))
-    # training changes the values every step, also through .data (no version bump): repack
-    # on every training forward; otherwise only when torch says the values changed
-    packed.refresh(params, force=training and torch.is_grad_enabled())
+    # training changes the values every step, also through .data (no version bump): repack on
+    # every forward in train() mode or that autograd records (eval()-mode fine-tuning);
+    # otherwise only when torch says the values changed
+    packed.refresh(params, force=torch.is_grad_enabled() and (training or grad))
     if grad:
         h0, c0 = (None, None) if hx is None else hx
         return _LSTMFunction.apply(packed, num_threads, lengths, draw, x, h0, c0, *params)

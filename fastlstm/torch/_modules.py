@@ -34,10 +34,11 @@ class _FastlstmMixin:
     def repack(self) -> None:
         """Rebuild the kernels' packed copy of the parameters from their current values.
 
-        Training forwards repack on every call anyway; inference forwards repack when torch
-        reports a change (another tensor, or its version counter moved, as ``optimizer.step()``
-        and ``load_state_dict`` do). Call this after editing values in place through ``.data``
-        (or ``torch.no_grad`` on a ``.data`` view), which torch does not count, before an
+        Forwards that autograd records (and all in ``train()`` mode with grad on) repack on every
+        call anyway, as does the first forward after a backward; other forwards repack when
+        torch reports a change (another tensor, or its version counter moved, as
+        ``optimizer.step()`` and ``load_state_dict`` do). Call this after editing values in
+        place through ``.data``, which torch does not count, with no backward since, before an
         inference forward.
         """
         packed: Optional[PackedCopy] = getattr(self, "_fastlstm_packed", None)
@@ -135,7 +136,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
     kernels and records one autograd node whose backward is fastlstm's; double backward is not
     supported. Otherwise (``torch.no_grad()``, ``torch.inference_mode()``, frozen weights) it runs
     the inference kernels. The kernels read a packed copy of the parameters, rewritten in place on
-    every training forward and otherwise when torch reports a change; see `repack`.
+    every training forward, after a backward, and when torch reports a change; see `repack`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -268,10 +269,16 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
         self._fastlstm_init()
 
     def _fastlstm_names(self) -> List[str]:
-        return [n + "_l0" for n, _ in self.named_parameters(recurse=False)]
+        return [n + "_l0" for n in self._cell_names()]
 
     def _fastlstm_params(self) -> List[Tensor]:
-        return [p for _, p in self.named_parameters(recurse=False)]
+        # by name, as torch's own forward reads them: a parametrized weight (weight_norm) is its
+        # computed tensor, and other Parameters on the module are not the cell's
+        return [getattr(self, n) for n in self._cell_names()]
+
+    def _cell_names(self) -> Tuple[str, ...]:
+        return ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih",
+                                                                                  "weight_hh")
 
     @torch.compiler.disable  # as LSTM.forward
     def forward(self, input: Tensor, hx: Optional[State] = None) -> State:  # noqa: A002
