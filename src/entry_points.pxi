@@ -219,7 +219,7 @@ def repack_gate_rows(const floating[:, ::1] w, const Py_ssize_t[::1] order,
         # consecutive values and its forward part NR slab rows of W, so both writes fill whole
         # lines inside a few KB that stay in L1. (Row by row, each source row scattered its
         # values over the whole K x W slab one line apart, and every store missed once the slab
-        # outgrew L1: H = 512 float32 took 10.7 ms, tiles in C 0.9 ms; docs/torch.md.)
+        # outgrew L1: H = 512 float32 took 10.7 ms warm, tiles in C 1.6 ms; docs/torch.md.)
         for i in range(NR):
             zero_panel[i] = 0
         for u in range(nblk):
