@@ -261,6 +261,66 @@ def test_manual_sgd_reaches_eval_mode_training_and_the_inference_after_it(mode):
         assert err(ours(x)[0], ref(x)[0]) <= 1e-11
 
 
+def test_updates_without_a_version_bump_reach_inference():
+    """Found by a new-user round, each a stale inference before: a fused optimizer's step
+    (moves no version counter) after a no-grad forward, and an EMA model updated through .data
+    after each step, both read back under no_grad."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 8)
+    x = torch.randn(5, 2, 4)
+    got = []
+    for m in (ref, ft.convert(ref)):
+        opt = torch.optim.Adam(m.parameters(), 1e-2, fused=True)
+        ema = copy.deepcopy(m)
+        for _ in range(3):
+            opt.zero_grad()
+            m(x)[0].sum().backward()
+            with torch.no_grad():
+                m(x)  # a metric between backward and step
+            opt.step()
+            for e, p in zip(ema.parameters(), m.parameters()):
+                e.data.mul_(0.9).add_(p.data, alpha=0.1)
+            with torch.no_grad():
+                got.append((m(x)[0], ema(x)[0]))
+    n = len(got) // 2
+    for (a, b), (c, d) in zip(got[n:], got[:n]):
+        assert err(a, c) <= TOL[torch.float32] and err(b, d) <= TOL[torch.float32]
+
+
+def test_parameters_in_shared_memory_are_read_at_every_call():
+    """share_memory() (Hogwild, A3C): another process writes the values, which moves nothing
+    this process can see; a write through another tensor on the same memory stands in for it."""
+    ref, ours = twins(torch.float64, input_size=3, hidden_size=4)
+    ours.share_memory()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        ours(x)  # packed
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            torch.from_numpy(p.detach().numpy()).add_(0.25)  # its own version counter
+            q.add_(0.25)
+        assert err(ours(x)[0], ref(x)[0]) <= 1e-11
+
+
+def test_autocast_activations_run_in_the_parameters_dtype():
+    """Under CPU autocast a Linear hands the LSTM bfloat16 activations: they are cast up and
+    the kernels run in float32 (float32 outputs), gradients flowing back through the cast."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 8)
+    ref, ours = twins(torch.float32, input_size=8, hidden_size=16, batch_first=True)
+    x = torch.randn(4, 10, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = head(x)
+        assert a.dtype == torch.bfloat16
+        y, (h, c) = ours(a, (torch.zeros(1, 4, 16, dtype=torch.bfloat16),) * 2)
+        cell_h, _ = ft.LSTMCell(8, 16)(a[:, 0])
+    assert y.dtype == h.dtype == cell_h.dtype == torch.float32
+    with torch.no_grad():
+        want, _ = ref(a.detach().float())
+    assert err(y, want) <= TOL[torch.float32]
+    y.sum().backward()
+    assert head.weight.grad is not None and ours.weight_ih_l0.grad is not None
+
+
 def test_a_gradient_penalty_through_the_module_fails_loudly():
     """create_graph=True: the first-order gradient is torch's, and differentiating it again
     (a WGAN-GP penalty) raises instead of silently dropping the penalty's dependence on the

@@ -9,11 +9,25 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .. import model as _model
 from .._packing import repack
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+# Optimizer steps and backwards through these modules in this process. Not every update moves
+# a version counter: fused optimizers (Adam(fused=True)) do not, nor do manual updates and EMA
+# averages through .data, which follow a backward or a step. A packed copy made before the
+# count moved is repacked before its next use.
+_updates = [0]
+
+
+def _count_update(*args: object, **kwargs: object) -> None:
+    _updates[0] += 1
+
+
+_optimizer_hook = register_optimizer_step_post_hook(_count_update)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -91,8 +105,13 @@ class PackedCopy:
 
     @staticmethod
     def _token(params):
-        """What changes when values change through torch (not through ``.data`` in place)."""
-        return tuple((p.data_ptr(), p._version) for p in params)
+        """What changes when values change: each tensor's storage and version (through torch,
+        not through ``.data``) and the count of updates above. Parameters in shared memory
+        (``share_memory()``: Hogwild, A3C) may change in another process at any moment, where
+        none of that moves: their token never matches."""
+        if any(p.is_shared() for p in params):
+            return object()
+        return _updates[0], tuple((p.data_ptr(), p._version) for p in params)
 
     def fits(self, params: Sequence[torch.Tensor]) -> bool:
         return self._key(params) == self.key
@@ -125,7 +144,6 @@ class _LSTMFunction(torch.autograd.Function):
         y, (h_n, c_n), backprop = packed.model._forward_train(_np(x), hx, lengths, num_threads,
                                                               draw_mask)
         ctx.backprop, ctx.num_threads, ctx.names = backprop, num_threads, packed.names
-        ctx.packed = packed
         # only for torch's check that no parameter changed in place before this backward
         # (its values are in the pack, which a later step rewrites)
         ctx.save_for_backward(*params)
@@ -138,8 +156,8 @@ class _LSTMFunction(torch.autograd.Function):
         if grad_y is None and grad_h is None and grad_c is None:  # no output reached the loss
             return (None,) * (7 + len(params))
         # a backward is mostly followed by an update, maybe a manual one through .data, which
-        # moves no version counter: the next forward repacks, whatever its mode
-        ctx.packed.packed_from = None
+        # moves no version counter: every pack is repacked before its next use
+        _updates[0] += 1
         # grad mode is on in a backward exactly under create_graph=True
         double = torch.is_grad_enabled()
         grads = ctx.backprop(*(None if g is None else _np(g) for g in (grad_y, grad_h, grad_c)),

@@ -35,10 +35,11 @@ class _FastlstmMixin:
         """Rebuild the kernels' packed copy of the parameters from their current values.
 
         Forwards that autograd records (and all in ``train()`` mode with grad on) repack on every
-        call anyway, as does the first forward after a backward; other forwards repack when
+        call anyway, as does the first forward after any optimizer step or backward in this
+        process, and every forward of parameters in shared memory; other forwards repack when
         torch reports a change (another tensor, or its version counter moved, as
-        ``optimizer.step()`` and ``load_state_dict`` do). Call this after editing values in
-        place through ``.data``, which torch does not count, with no backward since, before an
+        ``load_state_dict`` does). Call this after editing values in place through ``.data``,
+        which torch does not count, with no optimizer step or backward since, before an
         inference forward.
         """
         packed: Optional[PackedCopy] = getattr(self, "_fastlstm_packed", None)
@@ -74,6 +75,16 @@ class _FastlstmMixin:
 
     def _threads(self) -> int:
         return self.num_threads or torch.get_num_threads()
+
+    @staticmethod
+    def _autocast_up(t: Tensor, dtype: torch.dtype) -> Tensor:
+        """Under CPU autocast, bfloat16/float16 activations (a Linear's output) cast up to the
+        parameters' dtype: the kernels run in float32 (or float64), as autocast runs the ops of
+        its float32 list, and the outputs keep that dtype."""
+        if (isinstance(t, Tensor) and t.dtype in (torch.bfloat16, torch.float16)
+                and t.dtype != dtype and torch.is_autocast_enabled("cpu")):
+            return t.to(dtype)
+        return t
 
     @staticmethod
     def _check_tensor(what: str, name: str, t: object, dtype: torch.dtype) -> None:
@@ -136,7 +147,8 @@ class LSTM(_FastlstmMixin, nn.LSTM):
     kernels and records one autograd node whose backward is fastlstm's; double backward is not
     supported. Otherwise (``torch.no_grad()``, ``torch.inference_mode()``, frozen weights) it runs
     the inference kernels. The kernels read a packed copy of the parameters, rewritten in place on
-    every training forward, after a backward, and when torch reports a change; see `repack`.
+    every training forward, after optimizer steps and backwards, and when torch reports a
+    change; see `repack`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -197,6 +209,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
         dtype = params[0].dtype
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx, packed, params, what)
+        input = self._autocast_up(input, dtype)
         self._check_tensor(what, "input", input, dtype)
         hx = self._check_hx(what, hx, dtype)
         y, h_n, c_n = run(packed, params, input, hx, None, self._threads(), self.dropout,
@@ -211,9 +224,10 @@ class LSTM(_FastlstmMixin, nn.LSTM):
                             f"{type(hx).__name__}"
                             + (" (a GRU-style single state: an LSTM also needs c_0)"
                                if isinstance(hx, Tensor) else ""))
-        for name, t in zip(("h_0", "c_0"), hx):
+        h0, c0 = (self._autocast_up(t, dtype) for t in hx)
+        for name, t in zip(("h_0", "c_0"), (h0, c0)):
             self._check_tensor(what, name, t, dtype)
-        return hx[0], hx[1]
+        return h0, c0
 
     def _forward_packed(self, seq: PackedSequence, hx: Any, packed: PackedCopy,
                         params: List[Tensor], what: str
@@ -221,6 +235,7 @@ class LSTM(_FastlstmMixin, nn.LSTM):
         """A PackedSequence runs as padded input in its sorted order with lengths (fastlstm's
         ragged batches): the output packs back with the same batch_sizes and indices."""
         data, batch_sizes, sorted_indices, unsorted_indices = seq
+        data = self._autocast_up(data, params[0].dtype)
         self._check_tensor(what, "input.data", data, params[0].dtype)
         hx = self._check_hx(what, hx, params[0].dtype)
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes),
@@ -309,6 +324,9 @@ class LSTMCell(_FastlstmMixin, nn.LSTMCell):
         packed = self._packed_copy(what)
         params = self._fastlstm_params()
         dtype = params[0].dtype
+        input = self._autocast_up(input, dtype)
+        if hx is not None and isinstance(hx, (tuple, list)) and len(hx) == 2:
+            hx = (self._autocast_up(hx[0], dtype), self._autocast_up(hx[1], dtype))
         self._check_tensor(what, "input", input, dtype)
         I, H = self.input_size, self.hidden_size
         if input.dim() not in (1, 2) or input.shape[-1] != I:
