@@ -193,7 +193,18 @@ CHILD_HANDLER = textwrap.dedent("""
     model = fastlstm.LSTM(128, 128, seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1500, 4, 128)).astype(np.float32)
+    t = time.perf_counter()
+    model(x, num_threads=2)
+    # calls sized on this machine (fixed sizes got too short as the kernels got faster): a
+    # ~0.5 s call to pester every 20 ms, and below one of ~5 s to interrupt after 0.5 s
+    x = np.tile(x, (max(1, int(0.5 / (time.perf_counter() - t))), 1, 1))
     expected = model(x, num_threads=2)[0]
+    big = fastlstm.LSTM(256, 256, seed=0)
+    probe = np.ones((40, 8, 256), np.float32)
+    t = time.perf_counter()
+    big(probe, num_threads=1)
+    long_x = np.full((max(200, int(5.0 * 40 / (time.perf_counter() - t))), 8, 256), 0.1,
+                     np.float32)
     seen = []
     signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
     done = threading.Event()
@@ -218,7 +229,7 @@ CHILD_HANDLER = textwrap.dedent("""
     w.start()
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
     try:
-        model(np.tile(x, (20, 1, 1)), num_threads=1)  # ~20x as long as the signal's delay
+        big(long_x, num_threads=1)  # ~10x as long as the signal's delay
         interrupted = False
     except KeyboardInterrupt:
         interrupted = True
